@@ -1,0 +1,42 @@
+"""sketchcore: structured random sketches of gradients and Hessian-vector products.
+
+``sketch``/``Sketch`` apply seeded linear maps ``R^N -> R^D`` (dense, fjl, ffd, affd, afjl, qk)
+written once against the array API; backends (numpy, numba, torch, jax, cupy) and analyses (TDA,
+Hessian spectra, intrinsic dimension) are plugins found through entry points.
+"""
+
+from ._errors import (
+    BackendUnavailableError,
+    InvalidOptionError,
+    ShapeError,
+    SketchcoreError,
+    StoreMismatchError,
+    UnknownNameError,
+)
+from .analysis import Analysis
+from .api import Sketch, algorithms, analyses, backends, resolve_backend, sketch
+from .backend import Backend
+from .hookspecs import hookimpl
+from .structure import KronPlan
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Sketch",
+    "sketch",
+    "algorithms",
+    "backends",
+    "analyses",
+    "resolve_backend",
+    "Backend",
+    "Analysis",
+    "KronPlan",
+    "hookimpl",
+    "SketchcoreError",
+    "UnknownNameError",
+    "InvalidOptionError",
+    "ShapeError",
+    "BackendUnavailableError",
+    "StoreMismatchError",
+    "__version__",
+]

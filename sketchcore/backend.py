@@ -1,0 +1,124 @@
+"""``Backend``: an array namespace plus the kernels the sketches call.
+
+The base class *is* the portable reference backend: every kernel method calls the pure array-API
+implementation in ``sketchcore.kernels``. A backend plugin subclasses it and overrides only what it
+accelerates (a numba or CUDA FWHT, the lookup-free Kronecker path for XLA, ...). The core calls
+``backend.<kernel>(...)`` and never asks which backend it has.
+
+Kernel contracts (checked by ``sketchcore.testing.check_backend``):
+
+* ``fwht(x)``: unnormalized Walsh-Hadamard transform of the last axis in Sylvester order; the
+  length is a power of two (the sketches pad); ``fwht(fwht(x)) == n * x``.
+* ``hadamard(x, plan, diag=None)``: ``M (diag * x)`` for the Kronecker plan
+  ``M = (P_1 H_1 P'_1) x ... x (P_K H_K P'_K)`` of normalized Hadamard factors (``KronPlan``).
+* ``hartley(x, plan, diag=None)``: ``P T P' (diag * x)``, T the normalized discrete Hartley
+  transform of the whole last axis and P, P' the plan's Kronecker permutations.
+* ``kron_matmul(x, factors)``: ``(F_1 x ... x F_K) x`` for dense ``(D_i, B_i)`` factors.
+* ``ell_matvec(x, idx, vals)``: ``y[..., r] = sum_s vals[r, s] x[..., idx[r, s]]``.
+
+All kernels act on the last axis, broadcast over leading axes, return arrays of the input's
+namespace, device and dtype, and never modify their inputs.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from . import kernels
+from ._namespace import from_host, namespace_of
+
+__all__ = ["Backend"]
+
+
+class Backend:
+    """A provider of an array namespace and kernels. Subclass and override what you accelerate.
+
+    Required in a subclass: ``name``, ``namespace()`` and ``owns()``; everything else has a
+    working default. ``Backend(xp)`` wraps any array-API namespace with the reference kernels.
+    """
+
+    name: ClassVar[str] = "generic"
+    #: top-level module of the arrays this backend owns (for reporting; never imported here)
+    array_module: ClassVar[str | None] = None
+    #: among backends owning the same arrays, the highest priority is picked for backend=None
+    priority: ClassVar[int] = 0
+    #: one line for ``sketchcore info``
+    description: ClassVar[str] = "portable array-API reference kernels"
+
+    def __init__(self, xp=None) -> None:
+        self._xp = xp
+
+    # ---- identity -------------------------------------------------------------------------
+    def namespace(self):
+        """The array-API namespace the kernels compute with (imported lazily by subclasses)."""
+        if self._xp is None:
+            raise NotImplementedError(f"backend {self.name!r} must override namespace().")
+        return self._xp
+
+    def owns(self, x) -> bool:
+        """Whether ``x`` is an array of this backend's library (must not import that library)."""
+        return False
+
+    def check(self) -> str | None:
+        """``None`` when the backend can run here, else the reason it cannot (may import)."""
+        try:
+            self.namespace()
+        except Exception as err:  # noqa: BLE001 - report any failure as the reason
+            return f"{type(err).__name__}: {err}"
+        return None
+
+    def asarray(self, x):
+        """Convert a foreign array (any library) into this backend's namespace."""
+        xp = self.namespace()
+        try:
+            return xp.from_dlpack(x)
+        except Exception:  # noqa: BLE001 - fall back to a host round trip
+            import numpy as np
+
+            return from_host(xp, np.asarray(x))
+
+    def __repr__(self) -> str:
+        return f"<sketchcore backend {self.name!r}>"
+
+    # ---- kernels --------------------------------------------------------------------------
+    def fwht(self, x, /):
+        return kernels.fwht(self.namespace(), x)
+
+    def hadamard(self, x, plan, /, *, diag=None):
+        """Default: the butterfly path. Backends that dislike gathers use ``hadamard_lookup_free``."""
+        return self.hadamard_butterfly(x, plan, diag=diag)
+
+    def hadamard_butterfly(self, x, plan, /, *, diag=None):
+        xp = self.namespace()
+        if diag is not None:
+            x = x * diag
+        rows, cols = plan.takes(xp, x)
+        x = kernels.take_factors(xp, x, plan.sizes, cols)
+        x = self.fwht(x) * (1.0 / float(plan.n) ** 0.5)
+        return kernels.take_factors(xp, x, plan.sizes, rows)
+
+    def hadamard_lookup_free(self, x, plan, /, *, diag=None):
+        xp = self.namespace()
+        if diag is not None:
+            x = x * diag
+        return self.kron_matmul(x, plan.dense_factors(xp, x))
+
+    def hartley(self, x, plan, /, *, diag=None):
+        xp = self.namespace()
+        if diag is not None:
+            x = x * diag
+        rows, cols = plan.takes(xp, x)
+        x = kernels.take_factors(xp, x, plan.sizes, cols)
+        x = kernels.hartley(xp, x)
+        return kernels.take_factors(xp, x, plan.sizes, rows)
+
+    def kron_matmul(self, x, factors, /):
+        return kernels.kron_matmul(self.namespace(), x, factors)
+
+    def ell_matvec(self, x, idx, vals, /):
+        return kernels.ell_matvec(self.namespace(), x, idx, vals)
+
+
+def generic_for(x) -> Backend:
+    """The reference backend for ``x``'s namespace."""
+    return Backend(namespace_of(x))

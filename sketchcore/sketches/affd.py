@@ -1,0 +1,99 @@
+"""AFFD and AFJL: the paper's lookup-free sketches (eqs. 6 and 7).
+
+``affd: Phi x = R_D( sqrt(N'/D) H^{pi2} G H^{pi1} B x )``
+``afjl: Phi x = R_D( sqrt(N'/D) G H^{pi1} B x )``
+
+``H^{pi1}`` permutes rows inside each Kronecker factor, ``H^{pi2}`` columns; ``B`` random signs,
+``G`` a Gaussian diagonal, ``R_D`` keeps the first D coordinates, ``N'`` the input size padded to a
+power of two. With ``preconditioner="fft"`` the Hadamard transforms become discrete Hartley
+transforms (same Kronecker permutations); with ``"q"`` they become Kronecker products of Haar
+factors and ``B`` is dropped (the Haar factors are already sign- and permutation-invariant).
+``E ||Phi x||^2 = ||x||^2`` holds exactly for all three (see docs/algorithms.md).
+"""
+
+from __future__ import annotations
+
+from .. import _random as rnd
+from ..structure import next_pow2
+from .base import SketchAlgorithm, check_pow2_option
+from .preconditioners import PRECONDITIONERS, make_preconditioner
+
+__all__ = ["AFFD", "AFJL"]
+
+
+class _Preconditioned(SketchAlgorithm):
+    options = {"preconditioner": "hadamard", "max_block": 1024}
+
+    def max_out_dim(self) -> int:
+        return next_pow2(self.in_dim)
+
+    def _common(self) -> None:
+        kind = self.opts["preconditioner"]
+        if kind not in PRECONDITIONERS:
+            from .._errors import unknown
+
+            raise unknown(f"preconditioner for algo={self.name!r}:", kind, PRECONDITIONERS)
+        self.opts["max_block"] = check_pow2_option(self.name, "max_block", self.opts["max_block"])
+        self.n_pad = next_pow2(self.in_dim)
+        self.s = self.scale(self.n_pad, self.out_dim)
+        self.pre1 = make_preconditioner(
+            kind, self.params, "pre1", self.seed, self.n_pad, self.opts["max_block"], "rows"
+        )
+        self.signs = self.pre1.uses_signs
+        if self.signs:
+            self.params.add("B", rnd.signs(self.seed, "B", self.n_pad))
+
+    def _b(self, xp, like):
+        return self.params.get(xp, like, "B") if self.signs else None
+
+
+class AFFD(_Preconditioned):
+    name = "affd"
+    summary = "R_D sqrt(N/D) H^pi2 G H^pi1 B x: lookup-free Fastfood with a guarantee (Thm 3.2)"
+
+    def _build(self) -> None:
+        self._common()
+        self.pre2 = make_preconditioner(
+            self.opts["preconditioner"], self.params, "pre2", self.seed, self.n_pad,
+            self.opts["max_block"], "cols",
+        )
+        self.params.add("G", rnd.gaussians(self.seed, "G", self.n_pad))
+
+    def forward(self, be, x):
+        xp = be.namespace()
+        z = self.pad(xp, x, self.n_pad)
+        z = self.pre1.apply(be, z, diag=self._b(xp, z))
+        z = self.pre2.apply(be, z, diag=self.params.get(xp, z, "G"))
+        return z[..., : self.out_dim] * self.s
+
+    def adjoint(self, be, y):
+        xp = be.namespace()
+        z = self.pad(xp, y * self.s, self.n_pad)
+        z = self.pre2.apply_t(be, z)
+        z = self.pre1.apply_t(be, z, diag=self.params.get(xp, z, "G"))
+        if self.signs:
+            z = z * self.params.get(xp, z, "B")
+        return z[..., : self.in_dim]
+
+
+class AFJL(_Preconditioned):
+    name = "afjl"
+    summary = "R_D sqrt(N/D) G H^pi1 B x: the cheapest lookup-free sketch (one transform)"
+
+    def _build(self) -> None:
+        self._common()
+        self.params.add("G", rnd.gaussians(self.seed, "G", self.out_dim) * self.s)
+
+    def forward(self, be, x):
+        xp = be.namespace()
+        z = self.pad(xp, x, self.n_pad)
+        z = self.pre1.apply(be, z, diag=self._b(xp, z))
+        return z[..., : self.out_dim] * self.params.get(xp, z, "G")
+
+    def adjoint(self, be, y):
+        xp = be.namespace()
+        z = self.pad(xp, y * self.params.get(xp, y, "G"), self.n_pad)
+        z = self.pre1.apply_t(be, z)
+        if self.signs:
+            z = z * self.params.get(xp, z, "B")
+        return z[..., : self.in_dim]

@@ -1,0 +1,59 @@
+"""The dense Gaussian baseline ``Phi = G / sqrt(D)``, regenerated in blocks, never stored.
+
+``G`` (D x N) is cut into blocks of input coordinates; block ``b`` is a pure function of
+``(seed, "dense", b)``, generated on the host when needed and dropped after use, so memory stays at
+one block (at most 2^22 numbers) whatever N and D are. This is TRAK's memory model, and the
+accuracy reference the structured sketches are measured against. It costs O(N D) per vector.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _random as rnd
+from .._namespace import device_of, from_host
+from .base import SketchAlgorithm
+
+__all__ = ["Dense"]
+
+_BLOCK_ELEMENTS = 1 << 22
+MAX_DENSE_OUT = 1 << 24
+
+
+class Dense(SketchAlgorithm):
+    name = "dense"
+    summary = "G x / sqrt(D), G Gaussian regenerated in blocks from the seed (TRAK's baseline)"
+    options = {}
+
+    def max_out_dim(self) -> int:
+        return MAX_DENSE_OUT
+
+    def _build(self) -> None:
+        self.rows = max(1, _BLOCK_ELEMENTS // self.out_dim)  # input coordinates per block
+        self.blocks = -(-self.in_dim // self.rows)
+        self.s = 1.0 / float(self.out_dim) ** 0.5
+
+    def block(self, b: int) -> np.ndarray:
+        """Rows ``b*rows ...`` of ``G^T / sqrt(D)`` as float32, shape ``(rows_b, D)``."""
+        r0 = b * self.rows
+        r1 = min(self.in_dim, r0 + self.rows)
+        g = rnd.rng(self.seed, "dense", b).standard_normal((r1 - r0, self.out_dim), dtype=np.float32)
+        return g * np.float32(self.s)
+
+    def _gt(self, xp, like, b):
+        return from_host(xp, self.block(b), device=device_of(like), dtype=like.dtype)
+
+    def forward(self, be, x):
+        xp = be.namespace()
+        y = None
+        for b in range(self.blocks):
+            r0 = b * self.rows
+            r1 = min(self.in_dim, r0 + self.rows)
+            part = xp.matmul(x[..., r0:r1], self._gt(xp, x, b))
+            y = part if y is None else y + part
+        return y
+
+    def adjoint(self, be, y):
+        xp = be.namespace()
+        parts = [xp.matmul(y, xp.matrix_transpose(self._gt(xp, y, b))) for b in range(self.blocks)]
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)

@@ -1,0 +1,91 @@
+"""QK: a Kronecker product of Haar-random row blocks (eq. 8).
+
+``Phi x = sqrt(N'/D) R_D (Q^(1) x ... x Q^(K)) x`` with ``Q^(i)`` the first ``D_i`` rows of a Haar
+orthogonal ``B_i x B_i`` matrix, ``prod B_i = N'`` and ``prod D_i = D'``. Only the small factors
+are random (memory ``sum B_i D_i``) and the map is pure matmuls, no gathers.
+
+Factor choice (the paper leaves it open): by default ``N' = next_pow2(N)`` and
+``D' = next_pow2(D)``, split into ``K`` balanced powers of two, ``K = 2`` unless a factor would
+exceed 2^15 (then more); the first ``D`` coordinates are kept. Balanced factors maximise the
+smallest ``D_i``, which is what Thm 3.3's bound depends on. ``in_factors`` / ``out_factors`` give
+the shapes explicitly (any integers, ``D_i <= B_i``, ``prod B_i >= N``, ``prod D_i >= D``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import _random as rnd
+from .._errors import InvalidOptionError
+from ..structure import balanced_factors, next_pow2
+from .base import SketchAlgorithm, check_int_option
+
+__all__ = ["QK"]
+
+_MAX_AUTO_FACTOR_LOG2 = 15
+
+
+class QK(SketchAlgorithm):
+    name = "qk"
+    summary = "sqrt(N/D) (Q1 x ... x QK) x: Kronecker product of small Haar blocks, matmuls only"
+    options = {"in_factors": None, "out_factors": None, "num_factors": None}
+
+    def max_out_dim(self) -> int:
+        given = self.opts.get("in_factors")
+        return math.prod(given) if given else next_pow2(self.in_dim)
+
+    def _shapes(self):
+        o = self.opts
+        if (o["in_factors"] is None) != (o["out_factors"] is None):
+            raise InvalidOptionError(
+                "qk: give both in_factors and out_factors, or neither (automatic choice)."
+            )
+        if o["in_factors"] is not None:
+            ins = tuple(check_int_option("qk", "in_factors", b) for b in o["in_factors"])
+            outs = tuple(check_int_option("qk", "out_factors", d) for d in o["out_factors"])
+            if len(ins) != len(outs) or len(ins) < 2:
+                raise InvalidOptionError(
+                    f"qk: in_factors {ins} and out_factors {outs} need the same length K >= 2."
+                )
+            if any(d > b for d, b in zip(outs, ins)):
+                raise InvalidOptionError(f"qk: need out_factors <= in_factors, got {outs} vs {ins}.")
+            if math.prod(ins) < self.in_dim or math.prod(outs) < self.out_dim:
+                raise InvalidOptionError(
+                    f"qk: prod(in_factors)={math.prod(ins)} must be >= in_dim={self.in_dim} and "
+                    f"prod(out_factors)={math.prod(outs)} >= out_dim={self.out_dim}."
+                )
+            return ins, outs
+        n_pad = next_pow2(self.in_dim)
+        log_n = n_pad.bit_length() - 1
+        k = o["num_factors"]
+        if k is None:
+            k = max(2, -(-log_n // _MAX_AUTO_FACTOR_LOG2))
+        k = check_int_option("qk", "num_factors", k, low=2)
+        ins = balanced_factors(log_n, k)
+        outs = balanced_factors(next_pow2(self.out_dim).bit_length() - 1, k)
+        return ins, outs
+
+    def _build(self) -> None:
+        ins, outs = self._shapes()
+        self.opts["in_factors"], self.opts["out_factors"] = ins, outs
+        self.opts["num_factors"] = len(ins)
+        self.n_pad = math.prod(ins)
+        self.d_pad = math.prod(outs)
+        self.s = self.scale(self.n_pad, self.out_dim)
+        for i, (d, b) in enumerate(zip(outs, ins)):
+            q = rnd.haar_rows(self.seed, f"qk/Q{i}", d, b)
+            self.params.add(f"Q{i}", q)
+            self.params.add(f"QT{i}", q.T.copy())
+        self.k = len(ins)
+
+    def forward(self, be, x):
+        xp = be.namespace()
+        z = self.pad(xp, x, self.n_pad)
+        z = be.kron_matmul(z, [self.params.get(xp, z, f"Q{i}") for i in range(self.k)])
+        return z[..., : self.out_dim] * self.s
+
+    def adjoint(self, be, y):
+        xp = be.namespace()
+        z = self.pad(xp, y * self.s, self.d_pad)
+        z = be.kron_matmul(z, [self.params.get(xp, z, f"QT{i}") for i in range(self.k)])
+        return z[..., : self.in_dim]
