@@ -44,6 +44,10 @@ class Backend:
     priority: ClassVar[int] = 0
     #: one line for ``sketchcore info``
     description: ClassVar[str] = "portable array-API reference kernels"
+    #: import path of a module with ``owns_model(model) -> bool`` and
+    #: ``make_adapter(model, loss_fn, **options)`` (per-example gradients and HVPs of this
+    #: framework's models; see ``sketchcore.gradients``), or None
+    gradients_module: ClassVar[str | None] = None
 
     def __init__(self, xp=None) -> None:
         self._xp = xp
