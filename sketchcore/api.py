@@ -118,14 +118,14 @@ class Sketch:
     def apply(self, x, *, backend=None):
         """``Phi x`` for ``x`` of shape ``(..., in_dim)``: returns ``(..., out_dim)``."""
         be, x = self._prepare(x, backend, self.in_dim, "Sketch.apply")
-        return self.impl.forward(be, x)
+        return be.apply_op(self.impl, "forward", x)
 
     __call__ = apply
 
     def transpose(self, y, *, backend=None):
         """``Phi^T y`` for ``y`` of shape ``(..., out_dim)``: returns ``(..., in_dim)``."""
         be, y = self._prepare(y, backend, self.out_dim, "Sketch.transpose")
-        return self.impl.adjoint(be, y)
+        return be.apply_op(self.impl, "adjoint", y)
 
 
 _OPS: OrderedDict = OrderedDict()

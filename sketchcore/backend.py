@@ -84,6 +84,12 @@ class Backend:
     def __repr__(self) -> str:
         return f"<sketchcore backend {self.name!r}>"
 
+    # ---- operator application ---------------------------------------------------------------
+    def apply_op(self, op, direction: str, x):
+        """Run ``op.forward`` or ``op.adjoint`` (``direction``) on ``x``. Backends with a
+        compiler override this to compile the whole direction once per operator (jax.jit)."""
+        return getattr(op, direction)(self, x)
+
     # ---- kernels --------------------------------------------------------------------------
     def fwht(self, x, /):
         return kernels.fwht(self.namespace(), x)

@@ -1,0 +1,1 @@
+"""sketchcore_cupy (under construction)."""

@@ -1,0 +1,1 @@
+"""sketchcore_jax (under construction)."""

@@ -1,0 +1,1 @@
+"""sketchcore_numba (under construction)."""

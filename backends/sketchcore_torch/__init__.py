@@ -1,0 +1,1 @@
+"""sketchcore_torch (under construction)."""

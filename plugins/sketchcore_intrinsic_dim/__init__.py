@@ -1,0 +1,1 @@
+"""sketchcore_intrinsic_dim (under construction)."""

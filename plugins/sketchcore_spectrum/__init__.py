@@ -1,0 +1,1 @@
+"""sketchcore_spectrum (under construction)."""

@@ -1,0 +1,1 @@
+"""sketchcore_tda (under construction)."""
