@@ -7,9 +7,14 @@ every installed and usable backend runs. An unknown name is an error, not a skip
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+# tests import shared helpers as top-level modules (``import models``, ``from core.helpers ...``)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 settings.register_profile(
     "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -1,0 +1,37 @@
+"""Small helpers shared by the core tests: the algorithm x option grid and tolerances."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: every algorithm with every preconditioner variant
+CONFIGS = [
+    ("dense", {}),
+    ("fjl", {}),
+    ("ffd", {}),
+    ("affd", {}),
+    ("affd", {"preconditioner": "fft"}),
+    ("affd", {"preconditioner": "q"}),
+    ("afjl", {}),
+    ("afjl", {"preconditioner": "fft"}),
+    ("afjl", {"preconditioner": "q"}),
+    ("qk", {}),
+]
+CONFIG_IDS = [a + ("-" + o["preconditioner"] if o else "") for a, o in CONFIGS]
+
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+def small_blocks(algo: str, options: dict) -> dict:
+    """Use small Kronecker factors so several factors (and in-factor permutations) are exercised."""
+    return {**options, "max_block": 8} if algo in ("affd", "afjl") else dict(options)
+
+
+def adjoint_gap(op, x, y) -> float:
+    """|<Phi x, y> - <x, Phi^T y>| relative to the scale of the terms summed."""
+    px = np.asarray(op.apply(x))
+    pty = np.asarray(op.transpose(y))
+    lhs = float(np.sum(px.astype(np.float64) * y))
+    rhs = float(np.sum(x.astype(np.float64) * pty))
+    scale = float(np.linalg.norm(px) * np.linalg.norm(y)) + 1e-300
+    return abs(lhs - rhs) / scale
