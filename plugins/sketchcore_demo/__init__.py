@@ -1,0 +1,30 @@
+"""``sketchcore demo``: train a small model on bundled data and run all three analyses on it.
+
+Registered like any analysis plugin (entry point group ``sketchcore.analyses``); it only uses the
+public APIs of the TDA, spectrum and intrinsic-dimension plugins.
+"""
+
+from __future__ import annotations
+
+import sketchcore
+
+__all__ = ["sketchcore_register_analyses", "add_cli"]
+
+
+def add_cli(subparsers) -> None:
+    from .cli import add_parser
+
+    add_parser(subparsers)
+
+
+@sketchcore.hookimpl
+def sketchcore_register_analyses(register):
+    register(
+        sketchcore.Analysis(
+            name="demo",
+            summary="train a small model on bundled data (digits) and run TDA, spectrum and "
+            "intrinsic dimension on it; writes a report folder",
+            module="sketchcore_demo.run",
+            add_cli=add_cli,
+        )
+    )
