@@ -53,17 +53,27 @@ class ParamCache:
     def get(self, xp, like, name: str, *, index: bool = False):
         """``name`` as an array of ``xp`` on ``like``'s device; floats get ``like``'s dtype."""
         dtype = None if index else like.dtype
-        slot = self._cache.setdefault(_key(xp, like, dtype), {})
-        if name not in slot:
-            slot[name] = from_host(xp, self.host[name], device=device_of(like), dtype=dtype)
-        return slot[name]
+        return self.cached(
+            xp, like, name,
+            lambda: from_host(xp, self.host[name], device=device_of(like), dtype=dtype),
+            dtype=dtype,
+        )
 
-    def cached(self, xp, like, name: str, build):
-        """A derived array cached like a parameter; ``build()`` makes it on first use."""
-        slot = self._cache.setdefault(_key(xp, like, like.dtype), {})
-        if name not in slot:
-            slot[name] = build()
-        return slot[name]
+    def cached(self, xp, like, name: str, build, *, dtype=...):
+        """A derived array cached like a parameter; ``build()`` makes it on first use.
+
+        Nothing is cached when ``like`` has no concrete device (an abstract value inside a
+        compiler trace, e.g. ``jax.jit``): what ``build()`` returns there belongs to that trace
+        and must not leak into the next one. It is rebuilt once per trace instead.
+        """
+        key = _key(xp, like, like.dtype if dtype is ... else dtype)
+        slot = self._cache.get(key)
+        if slot is not None and name in slot:
+            return slot[name]
+        value = build()
+        if device_of(like) is not None:
+            self._cache.setdefault(key, {})[name] = value
+        return value
 
     def nbytes(self) -> int:
         return sum(int(a.nbytes) for a in self.host.values())

@@ -1,0 +1,236 @@
+"""The torch backend: equal to the numpy reference, differentiable under autograd and torch.func,
+device- and dtype-preserving, and registered without importing torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch")
+
+import sketchcore as sk  # noqa: E402
+from sketchcore.structure import KronPlan, next_pow2  # noqa: E402
+from sketchcore.testing import algorithm_variants, check_backend  # noqa: E402
+
+VARIANTS = algorithm_variants()
+IDS = [f"{a}-{o['preconditioner']}" if o else a for a, o in VARIANTS]
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+SIZES = [1, 3, 17, 64, 100, 257, 1000, 1024, 2500]
+
+
+def _backend():
+    return sk.resolve_backend("torch", None)
+
+
+def _close(got, want, rtol):
+    """Normwise: max error at most rtol times the largest reference entry (sums of many terms
+    that cancel make an elementwise relative test meaningless)."""
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape
+    scale = max(float(np.max(np.abs(want))) if want.size else 0.0, 1e-30)
+    err = float(np.max(np.abs(got - want))) if want.size else 0.0
+    assert err <= rtol * scale, f"max error {err:.3g} > {rtol:g} * {scale:.3g}"
+
+
+@st.composite
+def cases(draw):
+    """(algo, options, N, D, batch shape, seed, dtype) over every algorithm x preconditioner."""
+    algo, opts = draw(st.sampled_from(VARIANTS))
+    opts = dict(opts)
+    n = draw(st.sampled_from(SIZES))
+    d = draw(st.integers(1, min(next_pow2(n), 96)))
+    if "preconditioner" in opts:
+        opts["max_block"] = draw(st.sampled_from([4, 16, 1024]))
+    batch = draw(st.sampled_from([(), (3,), (2, 2)]))
+    seed = draw(st.integers(0, 2**64 - 1))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    return algo, opts, n, d, batch, seed, dtype
+
+
+def test_import_does_not_load_torch():
+    code = (
+        "import sys, sketchcore_torch\n"
+        "from sketchcore.registry import registry\n"
+        "registry()\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_registered_and_picked_for_tensors():
+    info = {b.name: b for b in sk.backends()}["torch"]
+    assert info.usable, info.reason
+    assert info.priority == 10 and info.array_module == "torch"
+    be = _backend()
+    assert be.gradients_module == "sketchcore_torch.gradients"
+    assert sk.resolve_backend(None, torch.zeros(3)) is be
+    assert not be.owns(np.zeros(3))
+
+
+@given(cases())
+def test_matches_numpy_reference(case):
+    algo, opts, n, d, batch, seed, dtype = case
+    op = sk.Sketch(algo=algo, in_dim=n, out_dim=d, seed=seed, **opts)
+    rng = np.random.default_rng(seed % 2**32)
+    x = rng.standard_normal((*batch, n)).astype(dtype)
+    y = rng.standard_normal((*batch, d)).astype(dtype)
+    got = op.apply(torch.from_numpy(x))
+    got_t = op.transpose(torch.from_numpy(y))
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.from_numpy(x).dtype
+    _close(got.numpy(), op.apply(x, backend="numpy"), RTOL[dtype])
+    _close(got_t.numpy(), op.transpose(y, backend="numpy"), RTOL[dtype])
+    if dtype == np.float64:  # adjoint identity <Phi x, y> = <x, Phi^T y>
+        lhs = float(torch.sum(got * torch.from_numpy(y)))
+        rhs = float(torch.sum(torch.from_numpy(x) * got_t))
+        assert abs(lhs - rhs) <= 1e-10 * max(1.0, abs(lhs)) * np.prod(batch or (1,))
+
+
+@st.composite
+def plans(draw):
+    sizes = tuple(draw(st.lists(st.sampled_from([1, 2, 4, 8, 16, 32, 128]), min_size=1,
+                                max_size=4)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+
+    def perms():
+        return [rng.permutation(s) if draw(st.booleans()) else None for s in sizes]
+
+    return KronPlan(sizes, row_perm=perms(), col_perm=perms()), rng
+
+
+@given(plans(), st.booleans(), st.sampled_from([(), (3,), (2, 3)]))
+def test_hadamard_and_fwht_kernels_match_reference(plan_rng, with_diag, batch):
+    import array_api_compat.torch as xp
+
+    plan, rng = plan_rng
+    be, ref = _backend(), sk.Backend(xp)
+    x = torch.from_numpy(rng.standard_normal((*batch, plan.n)))
+    diag = torch.from_numpy(rng.standard_normal(plan.n)) if with_diag else None
+    for p in (plan, plan.transpose()):
+        _close(be.hadamard(x, p, diag=diag), ref.hadamard(x, p, diag=diag), 1e-12)
+    _close(be.fwht(x), ref.fwht(x), 1e-12)
+    _close(be.fwht(be.fwht(x)), plan.n * x, 1e-12)
+
+
+def test_fwht_equals_dense_hadamard():
+    from scipy.linalg import hadamard
+
+    be = _backend()
+    for n in (1, 2, 8, 64, 512, 2048):
+        x = torch.randn(3, n, dtype=torch.float64)
+        _close(be.fwht(x), x @ torch.from_numpy(hadamard(n).astype(np.float64)), 1e-12)
+
+
+def _small(algo, opts):
+    extra = {"max_block": 4} if "preconditioner" in opts else {}
+    return sk.Sketch(algo=algo, in_dim=24, out_dim=8, seed=7, **opts, **extra)
+
+
+@pytest.mark.parametrize(("algo", "opts"), VARIANTS, ids=IDS)
+def test_gradcheck_float64(algo, opts):
+    op = _small(algo, opts)
+    x = torch.randn(2, 24, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(op.apply, (x,))
+    assert torch.autograd.gradcheck(op.transpose, (y,))
+    if opts.get("preconditioner") != "fft":  # rfft's double backward is slow; linear anyway
+        assert torch.autograd.gradgradcheck(op.transpose, (y,))
+
+
+@pytest.mark.parametrize(("algo", "opts"), VARIANTS, ids=IDS)
+def test_torch_func_vmap_grad_jvp(algo, opts):
+    from torch.func import grad, jvp, vmap
+
+    op = _small(algo, opts)
+    xs = torch.randn(5, 24)
+    _close(vmap(op.apply)(xs), op.apply(xs), 1e-6)
+    ys = torch.randn(8, 4)
+    _close(vmap(op.transpose, in_dims=1)(ys), op.transpose(ys.T), 1e-6)
+
+    # implicit use: grad of a loss of theta0 + Phi^T w with respect to w
+    target = torch.randn(24)
+
+    def loss(w):
+        return 0.5 * torch.sum((op.transpose(w) - target) ** 2)
+
+    w = torch.randn(8)
+    _close(grad(loss)(w), op.apply(op.transpose(w) - target), 1e-5)
+    # sketched HVP by forward-over-reverse: H = Phi Phi^T for this quadratic
+    v = torch.randn(8)
+    _, hvp = jvp(grad(loss), (w,), (v,))
+    _close(hvp, op.apply(op.transpose(v)), 1e-5)
+    _close(vmap(grad(loss))(torch.stack([w, v])), torch.stack([grad(loss)(w), grad(loss)(v)]),
+           1e-6)
+
+
+def test_bfloat16_and_float16_give_the_float32_result():
+    op = sk.Sketch(algo="affd", in_dim=300, out_dim=40, seed=1)
+    x = torch.randn(2, 300).to(torch.bfloat16)
+    for low in (x, x.to(torch.float16)):
+        y = op.apply(low)
+        assert y.dtype == torch.float32
+        _close(y, op.apply(low.to(torch.float32)), 1e-6)
+
+
+@pytest.mark.parametrize(("algo", "opts"), VARIANTS, ids=IDS)
+def test_inputs_not_modified_and_no_grad_modes(algo, opts):
+    op = sk.Sketch(algo=algo, in_dim=100, out_dim=16, seed=2, **opts)
+    x = torch.randn(3, 100)
+    y = torch.randn(3, 16)
+    x0, y0 = x.clone(), y.clone()
+    with torch.inference_mode():
+        a = op.apply(x)
+        b = op.transpose(y)
+    with torch.no_grad():
+        _close(op.apply(x), a, 1e-6)
+    assert torch.equal(x, x0) and torch.equal(y, y0)
+    assert a.grad_fn is None and b.grad_fn is None
+
+
+def test_backend_name_converts_numpy_input():
+    op = sk.Sketch(algo="qk", in_dim=256, out_dim=16, seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 256)).astype(np.float32)
+    y = op.apply(x, backend="torch")
+    assert isinstance(y, torch.Tensor)
+    _close(y.numpy(), op.apply(x, backend="numpy"), 1e-5)
+    y2 = sk.sketch(x, algo="affd", out_dim=16, seed=0, backend="torch")
+    assert isinstance(y2, torch.Tensor)
+
+
+def test_sparse_path_equals_gathers():
+    """FJL's transposed matrix is mostly padding: the CSR product runs and equals the gathers."""
+    import array_api_compat.torch as xp
+
+    from sketchcore.kernels import ell_matvec
+    from sketchcore_torch.sparse import _csr
+
+    op = sk.Sketch(algo="fjl", in_dim=4096, out_dim=64, seed=3)
+    y = torch.randn(5, 64)
+    got = op.transpose(y)
+    impl = op.impl
+    idx = impl.params.get(xp, y, "idx_t", index=True)
+    vals = impl.params.get(xp, y, "vals_t")
+    assert _csr(idx, vals, 64) is not None
+    z = ell_matvec(xp, y, idx, vals)
+    _close(_backend().ell_matvec(y, idx, vals), z, 1e-6)
+    _close(got.numpy(), op.transpose(y.numpy(), backend="numpy"), 1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+@pytest.mark.parametrize(("algo", "opts"), VARIANTS, ids=IDS)
+def test_cuda_keeps_device(algo, opts):
+    op = sk.Sketch(algo=algo, in_dim=1000, out_dim=64, seed=0, **opts)
+    x = torch.randn(3, 1000)
+    y = op.apply(x.cuda())
+    assert y.is_cuda
+    _close(y.cpu(), op.apply(x), 1e-5)
+    assert op.transpose(y).is_cuda
+
+
+def test_conformance_suite():
+    assert check_backend("torch") > 0
