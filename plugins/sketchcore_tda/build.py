@@ -1,0 +1,237 @@
+"""Build a sketch store: per-example gradient sketches of a training set, chunk by chunk.
+
+The single-process path (``engine="local"``, the default) needs nothing started. A build that was
+interrupted resumes: only the row chunks not marked complete are computed and written. With
+``engine="ray"`` the missing chunks are split into shards that run as Ray tasks (see
+``ray_engine.py``); both paths compute a chunk the same way (batches start at the chunk's first
+row), so they write the same store.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .sources import as_source
+from .store import SketchStore, default_chunk_rows
+
+__all__ = ["build_store", "BuildSummary", "sketcher_identity", "resolve_sketcher",
+           "write_chunks", "ENGINES"]
+
+ENGINES = ("local", "ray")
+
+
+def resolve_sketcher(sketcher):
+    """A ``GradientSketcher`` (anything with ``sketch_batch``), or one made by calling a
+    zero-argument factory (what Ray workers get, so each builds its own model)."""
+    if hasattr(sketcher, "sketch_batch"):
+        return sketcher
+    if callable(sketcher):
+        made = sketcher()
+        if not hasattr(made, "sketch_batch"):
+            raise TypeError(f"the sketcher factory {sketcher!r} returned {type(made).__name__}, "
+                            "not a GradientSketcher.")
+        return made
+    raise TypeError(f"expected a sketchcore.gradients.GradientSketcher or a zero-argument factory "
+                    f"returning one, got {type(sketcher).__name__}.")
+
+
+def sketcher_identity(gs) -> dict:
+    """The fields that identify a sketcher's map (stored, and checked when a store is reopened
+    or queried): the sketch (algorithm, in/out sizes, seed, resolved options; per block in the
+    blocks layout), N, D, dtype, layout, mode and a digest of the selected parameter names."""
+    import hashlib
+
+    plan = getattr(gs, "plan", None)
+    if plan is not None:
+        sketch = _plan_sketch(plan)
+    else:  # a duck-typed sketcher: its ``sketch`` attribute (a sketchcore.Sketch or None)
+        op = getattr(gs, "sketch", None)
+        sketch = op.describe() if hasattr(op, "describe") else {"algo": "none"}
+    names = list(getattr(gs, "param_names", None) or gs.fingerprint().get("names", []))
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+    return {
+        "sketch": sketch,
+        "num_params": int(gs.num_params),
+        "out_dim": int(gs.out_dim),
+        "dtype": "float32",
+        "layout": getattr(gs, "layout", "flat"),
+        "mode": getattr(gs, "mode", "explicit"),
+        "params": f"{len(names)} tensors, names sha256 {digest}",
+    }
+
+
+def _plan_sketch(plan) -> dict:
+    """Description of a ``SketchPlan``'s map: the flat sketch's own description, or the common
+    spec plus each block's map in the blocks layout."""
+    if plan.identity:
+        return {"algo": "none"}
+    if plan.layout == "flat":
+        return plan.blocks[0].sketch.describe()
+    spec = dict(plan.spec)
+    return {
+        "algo": spec.pop("algo"), "out_dim": spec.pop("out_dim"), "seed": spec.pop("seed"),
+        "options": spec,
+        "blocks": [{"name": b.name, "size": b.size, **b.sketch.describe()} for b in plan.blocks],
+    }
+
+
+@dataclass
+class BuildSummary:
+    """What a build did: sizes, how many rows it computed now, how long it took."""
+
+    path: str
+    num_examples: int
+    out_dim: int
+    num_chunks: int
+    chunks_written: int
+    examples_written: int
+    store_bytes: int
+    seconds: float
+    engine: str
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.examples_written / self.seconds if self.seconds > 0 else float("nan")
+
+    def format(self) -> str:
+        resumed = self.num_examples - self.examples_written
+        lines = [
+            f"store      {self.path}",
+            f"examples   {self.num_examples} ({self.examples_written} sketched now"
+            + (f", {resumed} already there)" if resumed else ")"),
+            f"D          {self.out_dim}",
+            f"chunks     {self.num_chunks} ({self.chunks_written} written now)",
+            f"size       {self.store_bytes / 2**20:.2f} MiB",
+            f"time       {self.seconds:.2f} s ({self.examples_per_second:.1f} examples/s, "
+            f"engine {self.engine})",
+        ]
+        return "\n".join(lines)
+
+
+def write_chunks(store: SketchStore, gs, source, chunks, ids, batch_size: int,
+                 on_rows=None, offset: int = 0) -> int:
+    """Compute and write the given row chunks of ``store`` from a sliceable source whose row 0 is
+    store row ``offset``; ``ids`` are the store's ids (indexed by store row). Returns the number
+    of rows written; ``on_rows(n)`` reports progress."""
+    import numpy as np
+
+    written = 0
+    for c in chunks:
+        start, stop = store.chunk_range(c)
+        parts = []
+        for _row, batch in source.batches(start - offset, stop - offset, batch_size):
+            s = np.asarray(gs.sketch_batch(batch), dtype=np.float32)
+            parts.append(s)
+            if on_rows is not None:
+                on_rows(len(s))
+        store.write_chunk(c, np.concatenate(parts, axis=0), ids[start:stop])
+        written += stop - start
+    return written
+
+
+def _write_from_iterable(store: SketchStore, gs, source, missing, ids, on_rows) -> int:
+    """Single pass over an iterable source: compute only rows of missing chunks, write each chunk
+    once all its rows are in."""
+    import numpy as np
+
+    missing = set(missing)
+    rows = store.chunk_rows
+
+    def wanted(a, b):
+        out = []
+        r = a
+        while r < b:
+            c = r // rows
+            end = min(b, (c + 1) * rows)
+            if c in missing:
+                out.append((r, end))
+            r = end
+        return out
+
+    buffers: dict[int, list] = {}
+    written = 0
+    for row, batch in source.pieces(wanted):
+        c = row // rows
+        s = np.asarray(gs.sketch_batch(batch), dtype=np.float32)
+        buffers.setdefault(c, []).append(s)
+        if on_rows is not None:
+            on_rows(len(s))
+        start, stop = store.chunk_range(c)
+        if sum(len(p) for p in buffers[c]) == stop - start:
+            store.write_chunk(c, np.concatenate(buffers.pop(c), axis=0), ids[start:stop])
+            written += stop - start
+    return written
+
+
+def build_store(path, sketcher, data, *, ids=None, num_examples: int | None = None,
+                batch_size: int = 32, chunk_rows: int | None = None, engine: str = "local",
+                num_workers: int = 2, progress: bool = True, overwrite: bool = False,
+                extra: dict | None = None) -> BuildSummary:
+    """Sketch every training example's loss gradient into a store at ``path``; resume if a
+    matching incomplete store is there.
+
+    ``sketcher``: a ``sketchcore.gradients.GradientSketcher`` (or a zero-argument factory of
+    one; Ray workers call it to build their own). ``data``: arrays (tuple/list/dict of numpy or
+    torch arrays, sliced into batches) or an iterable of batches (then ``num_examples``).
+    ``ids``: int64 example ids (default ``0..n-1``). ``engine``: ``"local"`` or ``"ray"``
+    (shards of chunks as Ray tasks, ``num_workers`` at a time; needs array data).
+    """
+    import numpy as np
+
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    t0 = time.perf_counter()
+    gs = resolve_sketcher(sketcher)
+    source = as_source(data, num_examples)
+    n = source.num_examples
+    if n < 1:
+        raise ValueError("the training data holds no examples.")
+    ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+    if ids.shape != (n,):
+        raise ValueError(f"ids must have shape ({n},) (one per example), got {ids.shape}.")
+    if chunk_rows is None:
+        chunk_rows = default_chunk_rows(int(gs.out_dim), batch_size, n)
+    store = SketchStore.create(path, sketcher_identity(gs), num_examples=n,
+                               chunk_rows=chunk_rows, model=gs.fingerprint(), extra=extra,
+                               overwrite=overwrite)
+    missing = store.missing_chunks()
+    done_rows = n - sum(b - a for a, b in map(store.chunk_range, missing))
+    bar = _progress(progress, n, done_rows, store)
+    try:
+        if not missing:
+            written = 0
+        elif engine == "ray":
+            if not source.sliceable:
+                raise ValueError("engine='ray' needs the data as arrays (a tuple/list/dict of numpy "
+                                 "or torch arrays), so that each task can take its own rows.")
+            from .ray_engine import build_with_ray
+
+            written = build_with_ray(store, sketcher, source, missing, ids, batch_size,
+                                     num_workers, bar)
+        elif source.sliceable:
+            written = write_chunks(store, gs, source, missing, ids, batch_size,
+                                   on_rows=bar.update if bar else None)
+        else:
+            written = _write_from_iterable(store, gs, source, missing, ids,
+                                           on_rows=bar.update if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    store.require_complete()
+    return BuildSummary(
+        path=str(store.path), num_examples=n, out_dim=store.out_dim,
+        num_chunks=store.num_chunks, chunks_written=len(missing), examples_written=written,
+        store_bytes=store.nbytes_on_disk(), seconds=time.perf_counter() - t0, engine=engine,
+    )
+
+
+def _progress(enabled: bool, total: int, initial: int, store):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="ex", desc=f"sketching (D={store.out_dim})",
+                dynamic_ncols=True, smoothing=0.1)

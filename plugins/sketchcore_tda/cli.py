@@ -1,0 +1,206 @@
+"""``sketchcore tda``: build a sketch store, score test examples, evaluate against exact, inspect.
+
+Only argparse is imported here; each handler imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+__all__ = ["add_cli"]
+
+TASK_HELP = ("the model and data: 'package.module:function' or 'file.py:function' returning a "
+             "sketchcore_tda.TDATask (built in: sketchcore_tda.tasks:digits, "
+             "sketchcore_tda.tasks:tiny_gpt2, sketchcore_tda.tasks:minilm)")
+
+
+def _task_args(p, required: bool = True) -> None:
+    p.add_argument("--task", required=required, help=TASK_HELP)
+    p.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="argument of the task function (repeatable), e.g. --task-arg epochs=3")
+
+
+def add_cli(subparsers) -> None:
+    """Add ``tda`` and its subcommands to the ``sketchcore`` parser."""
+    p = subparsers.add_parser("tda", help="training data attribution with gradient sketches",
+                              description="Training data attribution with gradient sketches.")
+    sub = p.add_subparsers(dest="tda_command", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    b = sub.add_parser("build", help="sketch every training example's gradient into a store")
+    _task_args(b)
+    b.add_argument("--store", required=True, help="directory of the zarr store to write")
+    b.add_argument("--algo", default="affd", help="sketch algorithm (default affd)")
+    b.add_argument("--dim", type=int, default=4096, help="sketch dimension D (default 4096)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--sketch-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="algorithm option, e.g. preconditioner=fft (repeatable)")
+    b.add_argument("--layout", default="flat", choices=["flat", "blocks"])
+    b.add_argument("--mode", default="explicit", choices=["explicit", "implicit"])
+    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--chunk-rows", type=int, default=None,
+                   help="rows per store chunk (default: about 8 MiB per chunk)")
+    b.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this process (default); ray: shards as Ray tasks")
+    b.add_argument("--workers", type=int, default=2, help="Ray workers (engine ray)")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace a store built with another sketch or model")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=_build)
+
+    s = sub.add_parser("scores", help="top-k proponents/opponents of test examples")
+    s.add_argument("--store", action="append", required=True,
+                   help="train store (repeat once per checkpoint: TracIn sums them)")
+    s.add_argument("--weight", action="append", type=float, default=None,
+                   help="TracIn weight per --store (e.g. learning rate); default 1")
+    _task_args(s, required=False)
+    s.add_argument("--method", default="dot", choices=["dot", "cosine", "trak"])
+    s.add_argument("--damping", type=float, default=None,
+                   help="trak: lambda in (S^T S + lambda I)^-1 (default 1e-3 x mean diagonal)")
+    s.add_argument("-k", "--top-k", type=int, default=5)
+    s.add_argument("--self-influence", action="store_true",
+                   help="rank train examples by self-influence instead of scoring test examples")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--json", help="write the results as JSON here")
+    s.add_argument("--csv", help="write the results as CSV here")
+    s.add_argument("--max-print", type=int, default=10, help="test examples printed (default 10)")
+    s.set_defaults(func=_scores)
+
+    e = sub.add_parser("evaluate", help="r of sketched vs exact gradient inner products")
+    _task_args(e)
+    e.add_argument("--algos", default="fjl,affd,afjl,qk,ffd")
+    e.add_argument("--log2-dims", default="6,8,10,12", help="comma-separated log2 D values")
+    e.add_argument("--n-train", type=int, default=64)
+    e.add_argument("--n-test", type=int, default=64)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--layers", default="module", choices=["module", "tensor", "none"])
+    e.add_argument("--out", default="tda-eval", help="folder for table.txt, results.json, plot")
+    e.set_defaults(func=_evaluate)
+
+    i = sub.add_parser("info", help="a store's metadata and completeness")
+    i.add_argument("--store", required=True)
+    i.set_defaults(func=_info)
+
+
+def _sketch_options(pairs) -> dict:
+    from .task import parse_task_args
+
+    return parse_task_args(pairs)
+
+
+def _build(args) -> int:
+    from .build import build_store
+    from .task import load_task, make_sketcher, parse_task_args
+
+    task_args = parse_task_args(args.task_arg)
+    task = load_task(args.task, task_args)
+    sketch = {"algo": args.algo, "out_dim": args.dim, "seed": args.seed,
+              **_sketch_options(args.sketch_option)}
+    gs = make_sketcher(task, sketch, layout=args.layout, mode=args.mode)
+    summary = build_store(
+        args.store, gs, task.train, ids=task.train_ids, batch_size=args.batch_size,
+        chunk_rows=args.chunk_rows, engine=args.engine, num_workers=args.workers,
+        progress=not args.no_progress, overwrite=args.overwrite,
+        extra={"task": {"spec": args.task, "args": task_args}},
+    )
+    print(summary.format())
+    return 0
+
+
+def _scores(args) -> int:
+    import numpy as np
+
+    from .query import check_sketcher, sketch_data, sketch_spec
+    from .scores import Checkpoint, self_influence, top_k
+    from .store import SketchStore
+    from .task import load_task, make_sketcher, parse_task_args
+
+    stores = [SketchStore.open(p, mode="r") for p in args.store]
+    weights = args.weight or [1.0] * len(stores)
+    if len(weights) != len(stores):
+        raise SystemExit(f"got {len(weights)} --weight values for {len(stores)} --store values.")
+    if args.self_influence:
+        ids, vals = self_influence(stores, method=args.method, damping=args.damping,
+                                   weights=weights)
+        order = np.argsort(-vals, kind="stable")
+        print(f"train examples with the highest self-influence ({args.method}):")
+        print(f"{'rank':>5}  {'train id':>9}  {'self-influence':>15}")
+        for r, j in enumerate(order[:args.top_k], start=1):
+            print(f"{r:>5}  {int(ids[j]):>9}  {vals[j]:>15.6g}")
+        rows = [{"train_id": int(ids[j]), "self_influence": float(vals[j])} for j in order]
+        _write_rows(rows, args.json, args.csv)
+        return 0
+    cps, test_ids = [], None
+    for store, w in zip(stores, weights):
+        recorded = store.metadata.get("task") or {}
+        spec = args.task or recorded.get("spec")
+        if spec is None:
+            raise SystemExit(f"store {args.store} records no task; pass --task.")
+        targs = parse_task_args(args.task_arg) if args.task else recorded.get("args", {})
+        task = load_task(spec, targs)
+        gs = make_sketcher(task, sketch_spec(store), layout=store.metadata["layout"],
+                           mode=store.metadata["mode"])
+        check_sketcher(store, gs)
+        cps.append(Checkpoint(store, sketch_data(gs, task.test, batch_size=args.batch_size), w))
+        test_ids = task.test_ids
+    result = top_k(cps, k=args.top_k, method=args.method, damping=args.damping,
+                   test_ids=test_ids)
+    print(result.format_table(max_tests=args.max_print))
+    if args.json:
+        result.to_json(args.json)
+    if args.csv:
+        result.to_csv(args.csv)
+    return 0
+
+
+def _write_rows(rows, json_path, csv_path) -> None:
+    if json_path:
+        import json
+
+        with open(json_path, "w") as f:
+            json.dump(rows, f, indent=1)
+    if csv_path and rows:
+        import csv
+
+        with open(csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+
+def _evaluate(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .evaluate import evaluate
+    from .sources import as_source
+    from .task import load_task, make_sketcher, parse_task_args
+
+    task = load_task(args.task, parse_task_args(args.task_arg))
+    gs = make_sketcher(task, None)
+    train = as_source(task.train).subset(0, args.n_train).arrays
+    test = as_source(task.test).subset(0, args.n_test).arrays
+    res = evaluate(gs, train, test, algos=[a for a in args.algos.split(",") if a],
+                   log2_dims=[int(k) for k in args.log2_dims.split(",") if k], seed=args.seed,
+                   layers=None if args.layers == "none" else args.layers)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = res.format_table()
+    print(table)
+    (out / "table.txt").write_text(table + "\n")
+    (out / "results.json").write_text(json.dumps(res.to_dict(), indent=1))
+    res.plot(out / "r_vs_log2D.png", title=f"{args.task}: sketched vs exact inner products")
+    print(f"\nwrote {out / 'table.txt'}, {out / 'results.json'}, {out / 'r_vs_log2D.png'}")
+    return 0
+
+
+def _info(args) -> int:
+    import json
+
+    from .store import SketchStore
+
+    store = SketchStore.open(args.store, mode="r")
+    missing = store.missing_chunks()
+    print(json.dumps(store.metadata, indent=1))
+    print(f"chunks complete: {store.num_chunks - len(missing)}/{store.num_chunks}"
+          + (f" (missing: {missing[:10]}{' ...' if len(missing) > 10 else ''})" if missing else ""))
+    print(f"size on disk: {store.nbytes_on_disk() / 2**20:.2f} MiB")
+    return 0
