@@ -1,0 +1,114 @@
+"""Regenerate docs/results.md: run every benchmark script, keep its output, assemble the report.
+
+    python benchmarks/run_all.py                 # run everything (about 1.5 hours on 2 cores)
+    python benchmarks/run_all.py --only core,fwht
+    python benchmarks/run_all.py --assemble      # rebuild docs/results.md from the saved logs
+
+Each script's stdout goes to ``bench-out/logs/<name>.txt``; its plots stay under ``bench-out/``
+and are copied into ``docs/results/``. docs/results.md then shows, per section, the command, the
+date it ran and its tables verbatim, beside the paper's reference numbers and our reading of the
+differences (benchmarks/results_notes.md, kept by hand next to the numbers it discusses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGS = ROOT / "bench-out" / "logs"
+FIGS = ROOT / "docs" / "results"
+
+#: name -> (section title, command args after the script, plots to copy (globs under the repo))
+RUNS = {
+    "core": ("1a. Speed on the reference backend vs D (numpy, array-API kernels)",
+             ["benchmarks/bench_core.py"], []),
+    "fwht": ("1b. FWHT vs the memory floor, every CPU backend", ["benchmarks/bench_fwht.py"], []),
+    "backends": ("1c. Every backend vs D at N = 2^24; side by side against dense projections; memory",
+                 ["benchmarks/bench_backends.py", "--out", "bench-out/backends"],
+                 ["bench-out/backends/*.png"]),
+    "gradients": ("1d. Per-example gradients with and without sketching (GPT-2 config model)",
+                  ["benchmarks/bench_gradients.py", "--out", "bench-out/gradients"],
+                  ["bench-out/gradients/*.png"]),
+    "tda": ("2. Accuracy: gradient inner products (TDA) vs exact; layer selection",
+            ["benchmarks/bench_tda.py", "--out", "bench-out/tda"], ["bench-out/tda/*/*.png"]),
+    "spectrum": ("3. Eigenvalues: Table-7-style error; memory; evolution over training",
+                 ["benchmarks/bench_spectrum.py", "--out", "bench-out/spectrum"],
+                 ["bench-out/spectrum/*.png"]),
+    "intrinsic_dim": ("4. Intrinsic dimension D* per seed",
+                      ["benchmarks/bench_intrinsic_dim.py", "--out", "bench-out/intrinsic_dim"],
+                      ["bench-out/intrinsic_dim/*.png"]),
+}
+
+
+def run(name: str) -> None:
+    title, args, _ = RUNS[name]
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log = LOGS / f"{name}.txt"
+    print(f"== {name}: python {' '.join(args)}", flush=True)
+    started = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    with log.open("w") as fh:
+        fh.write(f"# command: python {' '.join(args)}\n# date: {started}\n")
+        fh.flush()
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            if "\r" in line or "it/s]" in line:  # progress bars: show, don't keep
+                print(line.rstrip()[-120:], flush=True)
+                continue
+            sys.stdout.write(line)
+            fh.write(line)
+        proc.wait()
+        fh.write(f"# exit code: {proc.returncode}\n")
+
+
+def assemble() -> Path:
+    FIGS.mkdir(parents=True, exist_ok=True)
+    notes = (ROOT / "benchmarks" / "results_notes.md")
+    out = ["# Results", "",
+           "Measured on this project's CPU machine: " + platform.platform() +
+           f", {platform.processor() or 'x86_64'}, 2 cores, no GPU. Regenerate everything with "
+           "`python benchmarks/run_all.py` (the tables below are that command's output, verbatim; "
+           "each section names its own command and date). Timings on a shared 2-core VM are noisy: "
+           "compare within a table, not across tables.", ""]
+    if notes.exists():
+        out += [notes.read_text(), ""]
+    for name, (title, args, plots) in RUNS.items():
+        log = LOGS / f"{name}.txt"
+        out += [f"## {title}", ""]
+        if not log.exists():
+            out += [f"Not run yet: `python {' '.join(args)}`.", ""]
+            continue
+        out += ["```", log.read_text().rstrip(), "```", ""]
+        for pattern in plots:
+            for png in sorted(ROOT.glob(pattern)):
+                dest = FIGS / f"{name}-{png.parent.name}-{png.name}"
+                shutil.copyfile(png, dest)
+                out += [f"![{png.stem}](results/{dest.name})", ""]
+    path = ROOT / "docs" / "results.md"
+    path.write_text("\n".join(out))
+    return path
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(RUNS)}")
+    p.add_argument("--assemble", action="store_true", help="only rebuild docs/results.md from logs")
+    args = p.parse_args(argv)
+    if not args.assemble:
+        names = args.only.split(",") if args.only else list(RUNS)
+        bad = [n for n in names if n not in RUNS]
+        if bad:
+            raise SystemExit(f"unknown benchmark(s) {bad}; choose from {list(RUNS)}")
+        for name in names:
+            run(name)
+    print(f"wrote {assemble()}")
+
+
+if __name__ == "__main__":
+    main()
