@@ -3,7 +3,9 @@ host (numpy) parameters into a namespace. No module of the core asks which libra
 
 from __future__ import annotations
 
-__all__ = ["namespace_of", "device_of", "from_host", "default_float"]
+import sys
+
+__all__ = ["namespace_of", "device_of", "from_host", "default_float", "is_traced"]
 
 
 def namespace_of(x):
@@ -43,3 +45,21 @@ def default_float(xp):
         return xp.__array_namespace_info__().default_dtypes()["real floating"]
     except Exception:  # noqa: BLE001 - older namespaces
         return xp.asarray(0.0).dtype
+
+
+def is_traced(x) -> bool:
+    """Whether ``x`` only exists inside a compiler or transform trace (a jax tracer, a tensor
+    wrapped by ``torch.func``), so nothing computed from it may be cached across calls.
+
+    This is the one place that knows such library details; it looks at ``sys.modules`` and never
+    imports a library.
+    """
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(x, jax.core.Tracer):
+        return True
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        functorch = torch._C._functorch
+        return bool(functorch.is_functorch_wrapped_tensor(x)
+                    or functorch.peek_interpreter_stack() is not None)
+    return device_of(x) is None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._namespace import device_of, from_host
+from ._namespace import device_of, from_host, is_traced
 
 __all__ = ["next_pow2", "pow2_factors", "balanced_factors", "ParamCache", "KronPlan"]
 
@@ -62,16 +62,17 @@ class ParamCache:
     def cached(self, xp, like, name: str, build, *, dtype=...):
         """A derived array cached like a parameter; ``build()`` makes it on first use.
 
-        Nothing is cached when ``like`` has no concrete device (an abstract value inside a
-        compiler trace, e.g. ``jax.jit``): what ``build()`` returns there belongs to that trace
-        and must not leak into the next one. It is rebuilt once per trace instead.
+        Nothing is cached when ``like`` lives inside a trace (``jax.jit``/``grad`` tracers,
+        ``torch.func`` transforms): what ``build()`` returns there belongs to that trace and must
+        not leak into the next one. It is rebuilt per trace instead; entries cached outside a
+        trace are used inside it as constants.
         """
         key = _key(xp, like, like.dtype if dtype is ... else dtype)
         slot = self._cache.get(key)
         if slot is not None and name in slot:
             return slot[name]
         value = build()
-        if device_of(like) is not None:
+        if not is_traced(like):
             self._cache.setdefault(key, {})[name] = value
         return value
 
