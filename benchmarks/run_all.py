@@ -32,6 +32,7 @@ RUNS = {
     "backends": ("1c. Every backend vs D at N = 2^24; side by side against dense projections; memory",
                  ["benchmarks/bench_backends.py", "--out", "bench-out/backends"],
                  ["bench-out/backends/*.png"]),
+    "memory": ("1d'. Peak memory of one apply per backend", ["benchmarks/bench_memory.py"], []),
     "gradients": ("1d. Per-example gradients with and without sketching (GPT-2 config model)",
                   ["benchmarks/bench_gradients.py", "--out", "bench-out/gradients"],
                   ["bench-out/gradients/*.png"]),

@@ -115,17 +115,34 @@ class Sketch:
             x = xp.astype(x, xp.float32)
         return be, x
 
+    def _run(self, be, direction: str, x, out_dim: int):
+        """Apply one direction, a bounded number of rows at a time when the batch is large, so
+        the kernels' scratch memory stays O(chunk) instead of O(batch x N) (rows are
+        independent, so the result is the same)."""
+        rows = self.impl.rows_per_call()
+        batch = x.shape[:-1]
+        n_rows = 1
+        for b in batch:
+            n_rows *= b
+        if rows is None or n_rows <= rows:
+            return be.apply_op(self.impl, direction, x)
+        xp = be.namespace()
+        flat = xp.reshape(x, (n_rows, x.shape[-1]))
+        parts = [be.apply_op(self.impl, direction, flat[r : r + rows, ...])
+                 for r in range(0, n_rows, rows)]
+        return xp.reshape(xp.concat(parts, axis=0), (*batch, out_dim))
+
     def apply(self, x, *, backend=None):
         """``Phi x`` for ``x`` of shape ``(..., in_dim)``: returns ``(..., out_dim)``."""
         be, x = self._prepare(x, backend, self.in_dim, "Sketch.apply")
-        return be.apply_op(self.impl, "forward", x)
+        return self._run(be, "forward", x, self.out_dim)
 
     __call__ = apply
 
     def transpose(self, y, *, backend=None):
         """``Phi^T y`` for ``y`` of shape ``(..., out_dim)``: returns ``(..., in_dim)``."""
         be, y = self._prepare(y, backend, self.out_dim, "Sketch.transpose")
-        return be.apply_op(self.impl, "adjoint", y)
+        return self._run(be, "adjoint", y, self.in_dim)
 
 
 _OPS: OrderedDict = OrderedDict()

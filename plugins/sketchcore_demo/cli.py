@@ -30,8 +30,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 30; 10 quick)")
     p.add_argument("--mislabeled", type=int, default=12,
                    help="training labels to flip, to see attribution find them (default 12)")
-    p.add_argument("--id-seeds", type=int, nargs="+", default=[0],
-                   help="seeds of the intrinsic-dimension search (default: 0)")
+    p.add_argument("--id-seeds", type=int, nargs="+", default=None,
+                   help="seeds of the intrinsic-dimension search (default: 0 1 2; 0 with --quick)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
@@ -40,8 +40,9 @@ def _run(args) -> int:
     from .run import DemoConfig, run_demo
 
     given = dict(out=args.out, data=args.data, algo=args.algo, seed=args.seed,
-                 backend=args.backend, mislabeled=args.mislabeled,
-                 id_seeds=tuple(args.id_seeds), progress=not args.no_progress)
+                 backend=args.backend, mislabeled=args.mislabeled, progress=not args.no_progress)
+    if args.id_seeds is not None:
+        given["id_seeds"] = tuple(args.id_seeds)
     if args.out_dim is not None:
         given["out_dim"] = args.out_dim
     if args.epochs is not None:

@@ -35,14 +35,14 @@ class DemoConfig:
     id_d_max: int = 4096
     id_max_steps: int = 1500
     id_check_every: int = 25
-    id_seeds: tuple[int, ...] = (0,)
+    id_seeds: tuple[int, ...] = (0, 1, 2)
     progress: bool = True
 
     @classmethod
     def quick(cls, **overrides) -> DemoConfig:
         """A run of about two minutes: fewer epochs, smaller D, shorter searches."""
         base = dict(epochs=10, out_dim=512, eigenvalues=6, hessian_batches=2, id_d_max=2048,
-                    id_max_steps=600, id_check_every=20)
+                    id_max_steps=600, id_check_every=20, id_seeds=(0,))
         return cls(**{**base, **overrides})
 
 

@@ -59,6 +59,16 @@ class SketchAlgorithm:
     def adjoint(self, be, y):
         raise NotImplementedError
 
+    #: scratch budget of one kernel call, in elements (rows x padded length); see rows_per_call
+    SCRATCH_ELEMENTS = 1 << 24
+
+    def rows_per_call(self) -> int | None:
+        """How many batch rows one call may process (None: all). The structured sketches keep
+        a few padded-length temporaries per row; bounding the rows keeps that scratch at
+        ``SCRATCH_ELEMENTS`` whatever the batch size."""
+        width = max(getattr(self, "n_pad", self.in_dim), self.out_dim)
+        return max(1, self.SCRATCH_ELEMENTS // width)
+
     # ---- helpers ----------------------------------------------------------------------------
     def describe(self) -> dict:
         """What identifies this map (stored with sketches; equal descriptions = equal maps)."""

@@ -28,6 +28,11 @@ class Dense(SketchAlgorithm):
     def max_out_dim(self) -> int:
         return MAX_DENSE_OUT
 
+    def rows_per_call(self):
+        """All rows at once: every call regenerates G, so splitting the batch would multiply
+        the cost; the scratch is one block of G, independent of the batch."""
+        return None
+
     def _build(self) -> None:
         self.rows = max(1, _BLOCK_ELEMENTS // self.out_dim)  # input coordinates per block
         self.blocks = -(-self.in_dim // self.rows)

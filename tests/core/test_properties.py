@@ -103,3 +103,18 @@ def test_options_are_resolved_and_described():
     assert desc["algo"] == "qk" and desc["options"]["in_factors"] == [128, 64]
     assert sk.Sketch(algo="affd", in_dim=2**22, out_dim=8, seed=0).impl.pre1.plan.sizes == (
         256, 128, 128)
+
+
+@pytest.mark.parametrize(("algo", "options"), CONFIGS, ids=CONFIG_IDS)
+def test_large_batches_run_in_row_chunks_with_identical_results(algo, options):
+    """Big batches are applied a bounded number of rows at a time (bounded scratch memory);
+    rows are independent, so chunking must not change a single bit."""
+    op = sk.Sketch(algo=algo, in_dim=1000, out_dim=64, seed=1, **options)
+    x = np.random.default_rng(0).standard_normal((5, 7, 1000))
+    y = np.random.default_rng(1).standard_normal((5, 7, 64))
+    whole, whole_t = op(x), op.transpose(y)
+    op.impl.SCRATCH_ELEMENTS = 3 * 1024  # three rows per call
+    if algo != "dense":
+        assert op.impl.rows_per_call() == 3
+    np.testing.assert_array_equal(op(x), whole)
+    np.testing.assert_array_equal(op.transpose(y), whole_t)
