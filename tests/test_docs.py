@@ -33,3 +33,11 @@ def test_code_blocks_run(page, tmp_path):
     res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                          text=True, timeout=600, env=env)
     assert res.returncode == 0, f"{page.name} code blocks failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+
+
+def test_api_page_lists_every_public_name():
+    import sketchcore
+
+    page = (ROOT / "docs" / "api.md").read_text()
+    missing = [name for name in sketchcore.__all__ if f"`{name}" not in page]
+    assert not missing, f"docs/api.md does not mention {missing}"
