@@ -24,19 +24,13 @@ from pathlib import Path
 
 
 def _ensure_torch_gradients():
-    """Use the installed torch gradients backend; fall back to the tests' stand-in registration
-    when the torch backend package does not declare it yet."""
+    """Fail early, with the fix, if the torch backend does not serve model gradients."""
     from sketchcore.registry import registry
 
-    if any(getattr(b, "gradients_module", None) == "sketchcore_torch.gradients"
-           for b in registry().backends.values()):
-        return
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    import models
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        models.ensure_gradients_backend("torch")
+    if not any(getattr(b, "gradients_module", None) == "sketchcore_torch.gradients"
+               for b in registry().backends.values()):
+        raise SystemExit("the torch backend is not registered for gradients; run "
+                         "`pip install -e .[torch]` from the repository root.")
 
 
 def _mib(x):

@@ -211,22 +211,13 @@ def jax_callback_mlp(sizes=(64, 16, 10), *, seed: int = 0):
 
 
 def ensure_gradients_backend(framework: str) -> bool:
-    """Make sure the registry has a backend whose ``gradients_module`` serves ``framework``
-    (``"torch"`` or ``"jax"``). True when the installed backend declares it; otherwise a
-    stand-in backend is registered in this process (with a warning) and False is returned."""
-    import sketchcore as sk
+    """Check that the registry has a backend whose ``gradients_module`` serves ``framework``
+    (``"torch"`` or ``"jax"``), as the installed backend packages declare; raise otherwise, so a
+    broken registration fails the tests instead of being papered over."""
     from sketchcore.registry import registry
 
     module = f"sketchcore_{framework}.gradients"
-    reg = registry()
-    if any(getattr(b, "gradients_module", None) == module for b in reg.backends.values()):
+    if any(getattr(b, "gradients_module", None) == module for b in registry().backends.values()):
         return True
-    name = f"{framework}-gradients-standin"
-    if name not in reg.backends:
-        warnings.warn(f"no registered backend sets gradients_module={module!r}; registering a "
-                      "stand-in backend for the tests", UserWarning, stacklevel=2)
-        stand_in = type(f"{framework.title()}GradientsStandIn", (sk.Backend,), {
-            "name": name, "array_module": framework, "gradients_module": module,
-            "description": "test stand-in: gradients only"})
-        reg.backends[name] = stand_in()
-    return False
+    raise RuntimeError(f"no registered backend sets gradients_module={module!r}; is the "
+                       f"sketchcore_{framework} backend installed (pip install -e .)?")
