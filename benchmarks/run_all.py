@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import platform
 import shutil
 import subprocess
@@ -56,10 +57,11 @@ def run(name: str) -> None:
     with log.open("w") as fh:
         fh.write(f"# command: python {' '.join(args)}\n# date: {started}\n")
         fh.flush()
+        env = {**os.environ, "TQDM_DISABLE": "1"}  # no progress bars interleaved with tables
         proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True, env=env)
         for line in proc.stdout:
-            if "\r" in line or "it/s]" in line:  # progress bars: show, don't keep
+            if "\r" in line or "%|" in line:  # progress bars: show, don't keep
                 print(line.rstrip()[-120:], flush=True)
                 continue
             sys.stdout.write(line)
