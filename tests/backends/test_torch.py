@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 
 import sketchcore as sk  # noqa: E402
+from core.helpers import assert_normwise_close  # noqa: E402
 from sketchcore.structure import KronPlan, next_pow2  # noqa: E402
 from sketchcore.testing import algorithm_variants, check_backend  # noqa: E402
 
@@ -27,15 +28,7 @@ def _backend():
     return sk.resolve_backend("torch", None)
 
 
-def _close(got, want, rtol):
-    """Normwise: max error at most rtol times the largest reference entry (sums of many terms
-    that cancel make an elementwise relative test meaningless)."""
-    got = np.asarray(got, dtype=np.float64)
-    want = np.asarray(want, dtype=np.float64)
-    assert got.shape == want.shape
-    scale = max(float(np.max(np.abs(want))) if want.size else 0.0, 1e-30)
-    err = float(np.max(np.abs(got - want))) if want.size else 0.0
-    assert err <= rtol * scale, f"max error {err:.3g} > {rtol:g} * {scale:.3g}"
+_close = assert_normwise_close
 
 
 @st.composite

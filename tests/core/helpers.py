@@ -35,3 +35,14 @@ def adjoint_gap(op, x, y) -> float:
     rhs = float(np.sum(x.astype(np.float64) * pty))
     scale = float(np.linalg.norm(px) * np.linalg.norm(y)) + 1e-300
     return abs(lhs - rhs) / scale
+
+
+def assert_normwise_close(got, want, rtol: float) -> None:
+    """Max error at most ``rtol`` times the largest reference entry (sums of many terms that
+    cancel make an elementwise relative test meaningless)."""
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    assert got.shape == want.shape
+    scale = max(float(np.max(np.abs(want))) if want.size else 0.0, 1e-30)
+    err = float(np.max(np.abs(got - want))) if want.size else 0.0
+    assert err <= rtol * scale, f"max error {err:.3g} > {rtol:g} * {scale:.3g}"
