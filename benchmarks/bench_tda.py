@@ -27,6 +27,28 @@ import time
 from pathlib import Path
 
 
+#: the paper's Table 6 (GPT-2): minimum log2 D for Pearson r > 0.95 / 0.98 / 0.99
+PAPER_TABLE6 = {"fjl": (10, 12, 13), "affd": (10, 12, 13), "afjl": (12, 13, 15),
+                "qk": (14, 16, 17), "ffd": (10, 12, 14)}
+THRESHOLDS = (0.95, 0.98, 0.99)
+
+
+def min_log2d_table(res) -> str:
+    """Minimum log2 D on the grid whose Pearson r exceeds each threshold, beside Table 6."""
+    head = "  ".join(f"r>{t:g}" for t in THRESHOLDS)
+    lines = [f"{'algo':<6}  ours: {head}    paper (GPT-2, Table 6): {head}"]
+    for algo, by_dim in res.sketch_r.items():
+        grid = sorted(by_dim)
+        ours = []
+        for t in THRESHOLDS:
+            hit = next((k for k in grid if by_dim[k][0] > t), None)
+            ours.append(str(hit) if hit is not None else f">{grid[-1]}")
+        paper = PAPER_TABLE6.get(algo, ("-",) * 3)
+        lines.append(f"{algo:<6}        " + "  ".join(f"{v:>6}" for v in ours) +
+                     "                            " + "  ".join(f"{v:>6}" for v in paper))
+    return "\n".join(lines)
+
+
 def evaluation(name, task, algos, log2_dims, n_train, n_test, out: Path) -> dict:
     from sketchcore_tda.evaluate import evaluate
     from sketchcore_tda.sources import as_source
@@ -41,6 +63,8 @@ def evaluation(name, task, algos, log2_dims, n_train, n_test, out: Path) -> dict
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     table = res.format_table()
+    table += ("\n\nminimum log2 D (on this grid) with Pearson r above each threshold:\n" +
+              min_log2d_table(res))
     print(f"\n== {name}: {task.info} ==\n{table}\n(evaluation took {seconds:.0f} s)")
     (folder / "table.txt").write_text(table + "\n")
     (folder / "results.json").write_text(json.dumps({**res.to_dict(), "task": task.info,
@@ -102,8 +126,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="bench-tda")
     p.add_argument("--parts", default="gpt2,minilm,throughput")
     p.add_argument("--algos", default="fjl,affd,afjl,qk,ffd")
-    p.add_argument("--gpt2-log2-dims", default="6,8,10,12,14")
-    p.add_argument("--minilm-log2-dims", default="8,10,12,14")
+    p.add_argument("--gpt2-log2-dims", default="6,7,8,9,10,11,12,13,14,15,16")
+    p.add_argument("--minilm-log2-dims", default="7,8,9,10,11,12,13,14,15,16")
     p.add_argument("--pairs", default="64x64", help="train x test examples (default 64x64)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--gpt2-steps", type=int, default=300, help="training steps of the GPT-2")

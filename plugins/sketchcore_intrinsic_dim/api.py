@@ -15,7 +15,8 @@ from sketchcore import InvalidOptionError
 from .baseline import full_finetune
 from .projection import DEFAULT_SKETCH, check_dims
 from .results import IntrinsicDimReport, SeedResult
-from .search import DimensionSearchError, binary_search, one_run_search, train_fixed_dim
+from .search import (DEFAULT_PATIENCE, DimensionSearchError, binary_search, one_run_search,
+                     refine_down)
 
 __all__ = ["intrinsic_dimension", "search_dimension", "full_finetune_baseline",
            "make_subspace_trainer", "make_full_trainer", "DimensionSearchError",
@@ -71,29 +72,33 @@ def full_finetune_baseline(model, loss_fn, train_data, metric, *, max_steps, che
 
 
 def search_dimension(model, loss_fn, train_data, metric, *, target, d_max, d_start=16,
-                     check_every=50, max_steps=2000, delta=None, sketch=None, seed=0,
-                     progress=True, **options):
+                     check_every=50, max_steps=2000, delta=None, patience=DEFAULT_PATIENCE,
+                     sketch=None, seed=0, progress=True, **options):
     """One seed of the one-run search; raises ``DimensionSearchError`` past ``d_max``."""
     check_dims(d_start, d_max)
     trainer = make_subspace_trainer(model, loss_fn, train_data, metric, d_max=d_max,
                                     sketch=sketch, seed=seed, **options)
     return one_run_search(trainer, target=target, d_start=d_start, check_every=check_every,
-                          max_steps=max_steps, delta=delta, progress=progress,
-                          desc=f"search seed={seed}")
+                          max_steps=max_steps, delta=delta, patience=patience,
+                          progress=progress, desc=f"search seed={seed}")
 
 
 def intrinsic_dimension(model, loss_fn, train_data, metric, *, d_max, d_start=16, seeds=(0,),
                         sketch=None, target=None, target_fraction=0.9, check_every=50,
-                        max_steps=2000, delta=None, lr=1e-2, optimizer=None, baseline_lr=1e-3,
-                        baseline_optimizer=None, baseline_steps=None, verify=True,
-                        verify_steps=None, bisect=False, params=None, forward=None,
+                        max_steps=2000, delta=None, patience=DEFAULT_PATIENCE, lr=1e-2,
+                        optimizer=None, baseline_lr=1e-3, baseline_optimizer=None,
+                        baseline_steps=None, verify=True, refine=True, verify_steps=None,
+                        bisect=False, params=None, forward=None,
                         batch_size=32, unit_columns=True, progress=True) -> IntrinsicDimReport:
     """D* for each seed, with the baseline and the D*/2 verification.
 
     ``target``: the metric to reach; ``None`` runs full fine-tuning for ``baseline_steps``
     (default ``max_steps``) and uses ``target_fraction`` of its best metric. Each seed seeds the
-    projection and the batch order; ``theta0`` is the model's weights as given. The D*/2 run gets
-    ``verify_steps`` (default: as many steps as that seed's search used). ``bisect=True`` also
+    projection and the batch order; ``theta0`` is the model's weights as given. ``patience``:
+    checks without progress (by ``delta``, default 1% of the gap to the target) before ``d``
+    doubles. The D*/2 run gets ``verify_steps`` (default: as many steps as that seed's search
+    used); when it reaches the target anyway and ``refine`` is on, D*/4, ... follow until one
+    stays below it (``SeedResult.refined_dimension``). ``bisect=True`` also
     runs a bisection over powers of two for the same seed (its steps are counted).
     A seed whose search fails is recorded with its error, not raised.
     """
@@ -132,22 +137,25 @@ def intrinsic_dimension(model, loss_fn, train_data, metric, *, d_max, d_start=16
         try:
             found = one_run_search(trainer, target=target, d_start=d_start,
                                    check_every=check_every, max_steps=max_steps, delta=delta,
-                                   progress=progress, desc=f"search seed={seed}")
+                                   patience=patience, progress=progress,
+                                   desc=f"search seed={seed}")
             rec = SeedResult(seed=seed, search=found)
         except DimensionSearchError as err:
             rec = SeedResult(seed=seed, search=err.result, error=str(err))
         used_delta = rec.search.delta
-        if verify and rec.dimension is not None and rec.dimension // 2 >= 1:
-            rec.verification = train_fixed_dim(
-                fresh(seed), rec.dimension // 2, target=target, check_every=check_every,
-                max_steps=verify_steps or rec.search.steps, delta=used_delta,
-                progress=progress, desc=f"verify D*/2={rec.dimension // 2} seed={seed}")
+        if verify and rec.dimension is not None:
+            rec.verifications = refine_down(
+                lambda s=seed: fresh(s), rec.dimension, target=target, check_every=check_every,
+                max_steps=verify_steps or rec.search.steps, delta=used_delta, patience=patience,
+                refine=refine, progress=progress, desc=f"verify seed={seed}")
         if bisect:
             rec.binary = binary_search(lambda s=seed: fresh(s), target=target, d_start=d_start,
                                        d_max=d_max, check_every=check_every,
-                                       max_steps=max_steps, delta=used_delta, progress=progress)
+                                       max_steps=max_steps, delta=used_delta, patience=patience,
+                                       progress=progress)
         results.append(rec)
     config = dict(d_start=d_start, check_every=check_every, max_steps=max_steps, delta=delta,
+                  patience=patience, refine=refine,
                   lr=lr, baseline_lr=baseline_lr, batch_size=batch_size,
                   unit_columns=unit_columns, optimizer="adam" if optimizer is None else "custom",
                   params=params, framework=_framework(model))

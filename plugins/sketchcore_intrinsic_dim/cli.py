@@ -46,7 +46,10 @@ def add_cli(subparsers) -> None:
     p.add_argument("--check-every", type=int, default=50, help="steps between evaluations")
     p.add_argument("--max-steps", type=int, default=2000, help="step budget of the search")
     p.add_argument("--delta", type=float, default=None,
-                   help="double d when a check improves by less (default: 1%% of the gap)")
+                   help="a check that beats the best metric by less is stale "
+                        "(default: 1%% of the gap to the target)")
+    p.add_argument("--patience", type=int, default=2,
+                   help="stale checks in a row before d doubles (1 = the paper's rule)")
     tg = p.add_mutually_exclusive_group()
     tg.add_argument("--target", type=float, default=None, help="metric to reach (skips baseline)")
     tg.add_argument("--target-fraction", type=float, default=0.9,
@@ -56,6 +59,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--baseline-lr", type=float, default=1e-3, help="Adam lr, full fine-tuning")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-verify", action="store_true", help="skip the D*/2 run")
+    p.add_argument("--no-refine", action="store_true",
+                   help="stop after the D*/2 run even when it reaches the target")
     p.add_argument("--bisect", action="store_true", help="also run a bisection over D")
     p.add_argument("--num-params", type=int, default=1024, help="planted task: N")
     p.add_argument("--rank", type=int, default=24, help="planted task: planted rank k")
@@ -100,8 +105,9 @@ def run_cli(args) -> int:
         task.model, task.loss_fn, task.train_data, task.metric, d_max=args.d_max,
         d_start=args.d_start, seeds=args.seeds, sketch=sketch, target=args.target,
         target_fraction=args.target_fraction, check_every=args.check_every,
-        max_steps=args.max_steps, delta=args.delta, lr=args.lr, baseline_lr=args.baseline_lr,
-        batch_size=args.batch_size, verify=not args.no_verify, bisect=args.bisect,
+        max_steps=args.max_steps, delta=args.delta, patience=args.patience, lr=args.lr,
+        baseline_lr=args.baseline_lr, batch_size=args.batch_size, verify=not args.no_verify,
+        refine=not args.no_refine, bisect=args.bisect,
         progress=not args.no_progress)
     print(f"task {task.name}: {task.info}")
     print(report.table())

@@ -19,10 +19,10 @@ def _draw(ax, report, title):
             ax.axvline(step, color=c, ls=":", lw=0.8)
             ax.annotate(f"d={d}", (step, metrics[steps.index(step)]), fontsize=7, color=c,
                         xytext=(2, -10), textcoords="offset points")
-        v = s.verification
-        if v is not None:
+        for j, v in enumerate(s.verifications):
             ax.plot([k.step for k in v.checks], [k.metric for k in v.checks], "--", color=c,
-                    lw=0.9, alpha=0.7, label=f"seed {s.seed}: D*/2={v.d} check")
+                    lw=0.9, alpha=0.7 / (1 + j),
+                    label=f"seed {s.seed}: d={v.d} check ({'reached' if v.reached else 'below'})")
     ax.axhline(report.target, color="k", lw=1, label=f"target {report.target:.3f}")
     if report.baseline is not None:
         ax.axhline(report.baseline.metric, color="gray", lw=1, ls="--",

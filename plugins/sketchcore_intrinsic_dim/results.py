@@ -33,6 +33,7 @@ class SearchResult:
     reason: str = ""
     seconds: float = 0.0
     delta: float = 0.0  # the plateau threshold that was used
+    patience: int = 1  # stale checks before a doubling
 
 
 @dataclass
@@ -59,15 +60,24 @@ class BinarySearchResult:
 
 @dataclass
 class SeedResult:
+    """One seed: the search, its verification runs (D*/2, then D*/4, ... while they reach the
+    target) and, if asked, a bisection."""
+
     seed: int
     search: SearchResult
-    verification: RunResult | None = None
+    verifications: list[RunResult] = field(default_factory=list)
     binary: BinarySearchResult | None = None
     error: str | None = None
 
     @property
     def dimension(self) -> int | None:
+        """D* as the search found it."""
         return self.search.dimension
+
+    @property
+    def verification(self) -> RunResult | None:
+        """The D*/2 run."""
+        return self.verifications[0] if self.verifications else None
 
     @property
     def verified(self) -> bool | None:
@@ -75,6 +85,20 @@ class SeedResult:
         if self.verification is None:
             return None
         return not self.verification.reached
+
+    @property
+    def refined_dimension(self) -> int | None:
+        """The smallest d that reached the target: D* lowered by the verification runs that
+        reached it (equal to D* when the D*/2 check held)."""
+        d = self.dimension
+        for run in self.verifications:
+            if d is not None and run.reached:
+                d = min(d, run.d)
+        return d
+
+    @property
+    def verify_steps(self) -> int:
+        return sum(run.steps for run in self.verifications)
 
 
 @dataclass
@@ -111,6 +135,7 @@ class IntrinsicDimReport:
         for rec, s in zip(out["seeds"], self.seeds):
             rec["dimension"] = s.dimension
             rec["verified"] = s.verified
+            rec["refined_dimension"] = s.refined_dimension
         return out
 
     def to_json(self, path=None) -> str:
@@ -121,9 +146,9 @@ class IntrinsicDimReport:
         return text
 
     def table(self) -> str:
-        """One row per seed: D*, log2 D*, the D*/2 check and the steps spent."""
-        rows = [("seed", "D*", "log2", "metric@D*", "D*/2 metric", "D*/2<target", "search steps",
-                 "verify steps", "bisect D", "bisect steps")]
+        """One row per seed: D*, log2 D*, the D*/2 check, D* after refining, the steps spent."""
+        rows = [("seed", "D*", "log2", "metric@D*", "D*/2 metric", "D*/2<target", "refined D*",
+                 "search steps", "verify steps", "bisect D", "bisect steps")]
         for s in self.seeds:
             last = s.search.checks[-1].metric if s.search.checks else math.nan
             v = s.verification
@@ -135,8 +160,9 @@ class IntrinsicDimReport:
                 f"{last:.4f}",
                 f"{v.best_metric:.4f}" if v else "-",
                 ("yes" if s.verified else "NO") if v else "-",
+                str(s.refined_dimension) if s.refined_dimension else "-",
                 str(s.search.steps),
-                str(v.steps) if v else "-",
+                str(s.verify_steps) if v else "-",
                 (str(b.dimension) if b.dimension else "none") if b else "-",
                 str(b.steps) if b else "-",
             ))
