@@ -48,6 +48,10 @@ class Backend:
     #: ``make_adapter(model, loss_fn, **options)`` (per-example gradients and HVPs of this
     #: framework's models; see ``sketchcore.gradients``), or None
     gradients_module: ClassVar[str | None] = None
+    #: True when ``fwht``/``hadamard``/``ell_matvec`` on numpy float arrays are compiled kernels
+    #: faster than generic array ops: backends of other arrays that live in host memory (torch
+    #: on CPU) may then hand this backend zero-copy numpy views of their buffers
+    compiled_host_kernels: ClassVar[bool] = False
 
     def __init__(self, xp=None) -> None:
         self._xp = xp

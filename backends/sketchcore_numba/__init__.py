@@ -37,6 +37,7 @@ class NumbaBackend(Backend):
     array_module = "numpy"
     priority = 10
     description = "numba-compiled parallel CPU kernels on numpy arrays (fused Hadamard, FWHT)"
+    compiled_host_kernels = True  # torch CPU tensors come here too (sketchcore_torch.host)
 
     def namespace(self):
         import array_api_compat.numpy as xp

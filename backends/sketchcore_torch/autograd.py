@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from . import host
 from .fwht import fwht_matmul
 from .plans import device_take
 
@@ -19,8 +20,12 @@ __all__ = ["Fwht", "PermutedHadamard", "permuted_hadamard"]
 
 
 def permuted_hadamard(x: torch.Tensor, diag, plan) -> torch.Tensor:
-    """``plan`` applied to ``diag * x`` with plain ops: one column gather (diag folded in), the
-    FWHT with the ``1/sqrt(n)`` scale folded into its first matmul, one row gather."""
+    """``plan`` applied to ``diag * x``: on the compiled host kernels for plain CPU tensors
+    (``host``), otherwise with plain ops: one column gather (diag folded in), the FWHT with the
+    ``1/sqrt(n)`` scale folded into its first matmul, one row gather."""
+    y = host.hadamard(x, diag, plan)
+    if y is not None:
+        return y
     cols = device_take(plan, "cols", x.device)
     rows = device_take(plan, "rows", x.device)
     if cols is not None:
@@ -50,7 +55,8 @@ class Fwht(torch.autograd.Function):
 
     @staticmethod
     def forward(x):
-        return fwht_matmul(x)
+        y = host.fwht(x)
+        return fwht_matmul(x) if y is None else y
 
     @staticmethod
     def setup_context(ctx, inputs, output):

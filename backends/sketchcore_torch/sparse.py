@@ -19,6 +19,8 @@ import torch
 
 from sketchcore.kernels import ell_matvec as ell_matvec_gather
 
+from . import host
+
 __all__ = ["ell_matvec", "FILL_THRESHOLD"]
 
 #: Use the CSR product when the fraction of non-zero slots is below this.
@@ -70,6 +72,9 @@ def ell_matvec(x: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor) -> torch.
     tracked = torch.is_grad_enabled() and (x.requires_grad or vals.requires_grad)
     if tracked or not _is_plain(x) or x.ndim == 0 or x.numel() == 0:
         return ell_matvec_gather(xp, x, idx, vals)
+    y = host.ell_matvec(x, idx, vals)  # compiled host kernels for CPU tensors, if any
+    if y is not None:
+        return y
     csr = _csr(idx, vals, x.shape[-1])
     if csr is None:
         return ell_matvec_gather(xp, x, idx, vals)

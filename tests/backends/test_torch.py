@@ -1,8 +1,10 @@
 """The torch backend: equal to the numpy reference, differentiable under autograd and torch.func,
-device- and dtype-preserving, and registered without importing torch."""
+device- and dtype-preserving, and registered without importing torch. Every test runs twice: with
+CPU tensors handed to the compiled host kernels (numba, when installed) and on torch's own ops."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -22,6 +24,22 @@ VARIANTS = algorithm_variants()
 IDS = [f"{a}-{o['preconditioner']}" if o else a for a, o in VARIANTS]
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 SIZES = [1, 3, 17, 64, 100, 257, 1000, 1024, 2500]
+
+
+HOST_ENV = "SKETCHCORE_TORCH_HOST_KERNELS"
+
+
+@pytest.fixture(autouse=True, scope="module", params=["host-kernels", "torch-ops"])
+def kernel_path(request):
+    """Module-scoped (hypothesis refuses function-scoped fixtures): set the switch of
+    ``sketchcore_torch.host`` for every test of one pass, restore it afterwards."""
+    old = os.environ.get(HOST_ENV)
+    os.environ[HOST_ENV] = "1" if request.param == "host-kernels" else "0"
+    yield request.param
+    if old is None:
+        os.environ.pop(HOST_ENV, None)
+    else:
+        os.environ[HOST_ENV] = old
 
 
 def _backend():
@@ -227,3 +245,39 @@ def test_cuda_keeps_device(algo, opts):
 
 def test_conformance_suite():
     assert check_backend("torch") > 0
+
+
+def test_cpu_tensors_reach_the_host_kernels_only_when_they_can(kernel_path, monkeypatch):
+    """Plain CPU float tensors go to the numpy backend's compiled kernels (zero-copy views) when
+    it has them and the switch is on; the results equal torch's own ops either way."""
+    from sketchcore.registry import registry
+    from sketchcore_torch import host
+
+    numpy_backend = registry().backend_for(np.zeros(1, np.float32))
+    compiled = getattr(numpy_backend, "compiled_host_kernels", False)
+    expect_host = kernel_path == "host-kernels" and compiled
+    assert (host.host_backend() is numpy_backend) == expect_host
+    calls = []
+    for name in ("hadamard", "fwht", "ell_matvec"):
+        orig = getattr(type(numpy_backend), name)
+
+        def spy(self, *args, _orig=orig, _name=name, **kwargs):
+            calls.append(_name)
+            return _orig(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(numpy_backend), name, spy)
+    x = torch.randn(3, 1000, dtype=torch.float64)
+    for algo, opts in VARIANTS:
+        op = sk.Sketch(algo=algo, in_dim=1000, out_dim=64, seed=5, **opts)
+        y = op.apply(x)
+        assert isinstance(y, torch.Tensor) and y.dtype == torch.float64
+        _close(y.numpy(), op.apply(x.numpy(), backend="numpy"), 1e-12)
+    assert bool(calls) == expect_host, calls
+    if expect_host:
+        assert {"hadamard", "ell_matvec"} <= set(calls)
+    # a bfloat16 view, a wrapped tensor and an empty batch are never handed over
+    assert host.host_view(torch.zeros(4, dtype=torch.bfloat16)) is None
+    assert host.host_view(torch.zeros(0, 4)) is None
+    seen = []
+    torch.func.vmap(lambda t: seen.append(host.host_view(t)) or t)(torch.zeros(2, 4))
+    assert seen == [None]
