@@ -7,10 +7,13 @@
     ``GaussianRandomProjection``. Both baselines cost O(N D) per vector; they are timed at a
     smaller N where they take seconds (and, for scikit-learn, where its stored N x D matrix fits
     in ``--max-gb``) and scaled linearly to N = 2^22, which the output says.
+(d) time against N at D = 2^12 (N = 2^14 ... 2^24, one vector) for every algorithm x backend,
+    beside the dense sketch and scikit-learn's ``GaussianRandomProjection`` (fit + transform),
+    measured while one call stays under ``--dense-budget`` seconds (their cost grows like N D).
 (c) peak memory of one apply (numpy-side resident set, measured in a fresh subprocess per case
     after a warm-up, with the kernel's high-water mark reset) against input + output size.
 
-A log-log plot of time against D per algorithm x backend goes to ``--out`` (default bench-out/).
+Log-log plots of time against D and against N go to ``--out`` (default bench-out/).
 
     python benchmarks/bench_backends.py            # full run (minutes)
     python benchmarks/bench_backends.py --quick    # small sizes (a smoke run)
@@ -29,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_fwht import cpu_backends, machine_line, median_ms  # noqa: E402
+from bench_fwht import cpu_backends, machine_line, median_ms, torch_route_line  # noqa: E402
 
 ALGOS = ("affd", "afjl", "qk")
 
@@ -81,13 +84,20 @@ def plot_a(table, backends, log_ds, log_n, out: Path):
             ts = [table[(be.name, algo, v)] for v in log_ds]
             ax.loglog([1 << v for v in log_ds], ts, styles[algo], color=f"C{k}",
                       label=f"{algo} / {be.name}", base=2)
-    ax.set_xlabel("D (sketch dimension)")
+    return _save_loglog(fig, ax, "D (sketch dimension)",
+                        f"apply time against D, N = 2^{log_n}, float32", out / "time_vs_D.png")
+
+
+def _save_loglog(fig, ax, xlabel, title, path: Path) -> Path:
+    """Label, grid, legend and write one time-against-size figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("ms per vector (median)")
-    ax.set_title(f"apply time against D, N = 2^{log_n}, float32")
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    path = out / "time_vs_D.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -147,6 +157,72 @@ def part_b(backends, log_n, log_d, batch, log_small, max_gb, repeat, bar):
         print(f"{name:<34} {ms:>12.1f} {dense_ms / ms:>13.1f}  {how}")
     print(f"# {skl_note}")
     return rows
+
+
+# ---- (d) ---------------------------------------------------------------------------------------
+def part_d(backends, log_ns, log_d, repeat, budget_s, bar):
+    """Time against N at fixed D; the O(N D) baselines stop once a call would exceed budget_s."""
+    import sketchcore as sk
+
+    d = 1 << log_d
+    table = {}
+    for be in backends:
+        for algo in ALGOS:
+            for log_n in log_ns:
+                table[(f"{algo} / {be.name}", log_n)] = time_sketch(be, algo, 1 << log_n, d, 1,
+                                                                    repeat)[0]
+                gc.collect()
+                bar.update()
+    numpy_be = sk.resolve_backend("numpy", None)
+    baselines = {
+        "dense (regenerated)": lambda n: time_sketch(numpy_be, "dense", n, d, 1, 1)[0],
+        "sklearn GaussianRP": lambda n: sum(sklearn_time(n, d, 1, 1)),  # fit + transform
+    }
+    for name, timer in baselines.items():
+        last = None
+        for log_n in log_ns:
+            if last is not None and last * 4 > budget_s * 1e3:  # next N is 4x the work
+                break
+            try:
+                last = table[(name, log_n)] = timer(1 << log_n)
+            except (ImportError, MemoryError):
+                break
+            gc.collect()
+        bar.update()
+    print(f"\n## (d) time against N at D = 2^{log_d}, one float32 vector (median ms; dense and "
+          f"scikit-learn (fit + transform) until a call would exceed {budget_s:g} s)")
+    names = sorted({k[0] for k in table}, key=lambda k: (k.split(" / ")[-1], k))
+    head = "".join(f"{'N=2^' + str(v):>11}" for v in log_ns)
+    print(f"{'method':<22}{head}  slope (log t / log N, last 2 points)")
+    for name in names:
+        ts = [table.get((name, v)) for v in log_ns]
+        cells = "".join(f"{t:>11.1f}" if t is not None else f"{'-':>11}" for t in ts)
+        got = [(v, t) for v, t in zip(log_ns, ts) if t is not None]
+        slope = (math.log2(got[-1][1] / got[-2][1]) / (got[-1][0] - got[-2][0])
+                 if len(got) > 1 else float("nan"))
+        print(f"{name:<22}{cells}  {slope:>5.2f}")
+    return table
+
+
+def plot_d(table, log_ns, log_d, out: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {"affd": "-o", "afjl": "--s", "qk": ":^"}
+    backends = sorted({k[0].split(" / ")[1] for k in table if " / " in k[0]})
+    for name in sorted({k[0] for k in table}):
+        pts = [(1 << v, table[(name, v)]) for v in log_ns if (name, v) in table]
+        if " / " in name:
+            algo, be = name.split(" / ")
+            style, color = styles[algo], f"C{backends.index(be)}"
+        else:
+            style, color = "-x", "k" if name.startswith("dense") else "gray"
+        ax.loglog(*zip(*pts), style, color=color, label=name, base=2)
+    return _save_loglog(fig, ax, "N (input dimension)",
+                        f"apply time against N, D = 2^{log_d}, float32", out / "time_vs_N.png")
 
 
 # ---- (c) ---------------------------------------------------------------------------------------
@@ -212,6 +288,8 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per case (median)")
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="folder for the plot")
+    p.add_argument("--dense-budget", type=float, default=20.0,
+                   help="(d): stop the O(N D) baselines once one call would exceed this many s")
     p.add_argument("--max-gb", type=float, default=8.0,
                    help="largest matrix the scikit-learn baseline may allocate")
     args = p.parse_args(argv)
@@ -220,19 +298,25 @@ def main(argv=None) -> int:
     if args.quick:
         log_n_a, log_ds = 18, [8, 10, 12]
         log_n_b, log_d_b, batch, log_small = 16, 10, 4, 13
+        log_ns, log_d_d = [10, 12, 14], 8
     else:
         log_n_a, log_ds = 24, [10, 12, 14, 16, 18]
         log_n_b, log_d_b, batch, log_small = 22, 14, 32, 15
+        log_ns, log_d_d = [14, 16, 18, 20, 22, 24], 12
     backends, skipped = cpu_backends()
     print(f"# sketches on CPU backends; {machine_line()}")
+    if torch_route_line():
+        print(f"# {torch_route_line()}")
     for line in skipped:
         print(f"# skipped {line}")
     args.out.mkdir(parents=True, exist_ok=True)
-    n_cases = len(backends) * len(ALGOS) * (len(log_ds) + 2) + 4
+    n_cases = len(backends) * len(ALGOS) * (len(log_ds) + len(log_ns) + 2) + 6
     bar = tqdm(total=n_cases, desc="sketches", file=sys.stderr)
     table = part_a(backends, log_n_a, log_ds, args.repeat, bar)
     print(f"# plot: {plot_a(table, backends, log_ds, log_n_a, args.out)}")
     part_b(backends, log_n_b, log_d_b, batch, log_small, args.max_gb, args.repeat, bar)
+    table_d = part_d(backends, log_ns, log_d_d, args.repeat, args.dense_budget, bar)
+    print(f"# plot: {plot_d(table_d, log_ns, log_d_d, args.out)}")
     part_c(backends, log_n_b, log_d_b, batch, log_small, bar)
     bar.close()
     return 0

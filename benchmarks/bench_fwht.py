@@ -76,6 +76,18 @@ def machine_line() -> str:
             f"-- other work on the machine inflates the numbers")
 
 
+def torch_route_line() -> str | None:
+    """Where CPU torch tensors are computed (None when the torch backend is not installed)."""
+    try:
+        from sketchcore_torch import host
+    except ImportError:
+        return None
+    hb = host.host_backend()
+    return ("torch rows: CPU tensors through the " + hb.name + " kernels (zero-copy; "
+            "SKETCHCORE_TORCH_HOST_KERNELS=0 keeps them on torch's own ops)" if hb else
+            "torch rows: torch's own ops")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes (seconds, not minutes)")
@@ -112,6 +124,18 @@ def main(argv=None) -> int:
                 ms, runs = median_ms(lambda: be.fwht(xb), args.repeat)
                 numba.set_num_threads(threads)
                 rows.append((label, "numba (1 thread)", ms, ms / copy_ms, runs))
+            if be.name == "torch":  # CPU tensors go to numba's kernels when installed: show both
+                from sketchcore_torch import host
+
+                if host.host_backend() is not None:
+                    rows[-1] = (label, f"torch (via {host.host_backend().name})", *rows[-1][2:])
+                    old = os.environ.get("SKETCHCORE_TORCH_HOST_KERNELS", "1")
+                    os.environ["SKETCHCORE_TORCH_HOST_KERNELS"] = "0"
+                    try:
+                        ms, runs = median_ms(lambda: be.fwht(xb), args.repeat)
+                    finally:
+                        os.environ["SKETCHCORE_TORCH_HOST_KERNELS"] = old
+                    rows.append((label, "torch (own ops)", ms, ms / copy_ms, runs))
             del xb
             bar.update()
         del x, dst

@@ -4,7 +4,7 @@
 the steps the search used (search + D*/2 check) against a bisection over D (each probe a fresh
 run that stops at the target or at a plateau).
 
-    python benchmarks/bench_intrinsic_dim.py            # full run (~15-20 min on 2 cores)
+    python benchmarks/bench_intrinsic_dim.py            # full run (~4 min on 2 idle cores)
     python benchmarks/bench_intrinsic_dim.py --quick    # smoke run
 
 Writes bench-out/intrinsic_dim/{results.json, <task>.png} (relative to the working dir).
@@ -26,9 +26,9 @@ ALGOS = {"afjl-fft": {"algo": "afjl", "preconditioner": "fft"}, "qk": {"algo": "
 
 #: per task: search settings (the learning rates were picked once by hand on seed 0)
 SETTINGS = {
-    "digits": dict(d_start=16, d_max=4096, check_every=50, max_steps=2000, lr=0.05,
+    "digits": dict(d_start=16, d_max=4096, check_every=50, max_steps=4000, lr=0.05,
                    baseline_lr=3e-3, batch_size=32, baseline_steps=1500),
-    "minilm": dict(d_start=8, d_max=4096, check_every=50, max_steps=2000, lr=0.05,
+    "minilm": dict(d_start=8, d_max=4096, check_every=50, max_steps=4000, lr=0.05,
                    baseline_lr=1e-3, batch_size=32, baseline_steps=1000),
 }
 
@@ -46,6 +46,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--fraction", type=float, default=0.9, help="target = fraction x full FT")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--patience", type=int, default=None,
+                    help="stale checks before d doubles (default: the library's)")
+    ap.add_argument("--max-steps", type=int, default=None, help="override the step budget")
     ap.add_argument("--quick", action="store_true", help="tiny budgets (smoke test)")
     ap.add_argument("--out", default="bench-out/intrinsic_dim")
     args = ap.parse_args(argv)
@@ -64,6 +67,10 @@ def main(argv=None) -> int:
         cfg = dict(SETTINGS[task_name])
         if args.quick:
             cfg.update(max_steps=300, baseline_steps=200, check_every=25)
+        if args.max_steps:
+            cfg["max_steps"] = args.max_steps
+        if args.patience:
+            cfg["patience"] = args.patience
         t0 = time.perf_counter()
         task = build(task_name)
         print(f"\n=== {task_name}: {task.info}  (built in {time.perf_counter() - t0:.1f} s)",

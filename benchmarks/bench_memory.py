@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 CHILD = r'''
 import resource, sys, numpy as np, sketchcore as sk
@@ -36,6 +37,11 @@ def main() -> None:
 
     usable = {b.name for b in sk.backends() if b.usable}
     print("# extra MiB of one apply, batch 32 x 2^22 float32 (input 512 MiB), D = 2^14")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_fwht import torch_route_line
+
+    if torch_route_line():
+        print(f"# {torch_route_line()}")
     print(f"{'backend':<7} {'algo':<5} {'extra MiB':>10} {'extra/input':>11} {'params MiB':>10}")
     for backend in ("numba", "numpy", "torch"):
         if backend not in usable:

@@ -37,6 +37,10 @@ def _mib(x):
     return "-" if x is None else f"{x / 2**20:,.1f}"
 
 
+#: the paper's Table 7: min log2 D for relative error < 0.2 / 0.1 / 0.05 on the top-10 eigenvalues
+PAPER_TABLE7 = {"affd": (9, 10, 10), "afjl": (12, 12, 12), "qk": (13, 13, 13)}
+
+
 def accuracy(args, out: Path) -> None:
     from sketchcore_spectrum.accuracy import accuracy_study
     from sketchcore_spectrum.tasks import gpt2_text
@@ -56,6 +60,8 @@ def accuracy(args, out: Path) -> None:
                            tol=args.tol, layers=args.layers, measure_memory=True, progress=True)
     print()
     print(study.table())
+    print("paper (Table 7, GPT-2), min log2 D for err < 0.2 / 0.1 / 0.05: " +
+          ", ".join(f"{a} {'/'.join(map(str, v))}" for a, v in PAPER_TABLE7.items()))
     ref = study.reference
     print(f"\nreference: {ref['method']}, {ref['num_iter']} iterations, max Ritz residual "
           f"{ref['max_residual']:.2e}, {ref['seconds']:.0f} s")
@@ -184,7 +190,7 @@ def main(argv=None) -> int:
     p.add_argument("--torch-threads", type=int, default=1,
                    help="torch intra-op threads (1 is fastest on a shared 2-core machine)")
     p.add_argument("--algos", default="affd,afjl,qk")
-    p.add_argument("--log2-dims", default="8,10,12,13",
+    p.add_argument("--log2-dims", default="8,9,10,11,12,13,14",
                    help="log2 D values: a comma list or a LO:HI range")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--sketch-seeds", type=int, default=1)

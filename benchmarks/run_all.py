@@ -30,7 +30,7 @@ RUNS = {
     "core": ("1a. Speed on the reference backend vs D (numpy, array-API kernels)",
              ["benchmarks/bench_core.py"], []),
     "fwht": ("1b. FWHT vs the memory floor, every CPU backend", ["benchmarks/bench_fwht.py"], []),
-    "backends": ("1c. Every backend vs D at N = 2^24; side by side against dense projections; memory",
+    "backends": ("1c. Every backend vs D and vs N; side by side against dense projections; memory",
                  ["benchmarks/bench_backends.py", "--out", "bench-out/backends"],
                  ["bench-out/backends/*.png"]),
     "memory": ("1d'. Peak memory of one apply per backend", ["benchmarks/bench_memory.py"], []),
@@ -57,7 +57,8 @@ def run(name: str) -> None:
     with log.open("w") as fh:
         fh.write(f"# command: python {' '.join(args)}\n# date: {started}\n")
         fh.flush()
-        env = {**os.environ, "TQDM_DISABLE": "1"}  # no progress bars interleaved with tables
+        # no progress bars or library warnings interleaved with the tables
+        env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
         proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env)
         for line in proc.stdout:
@@ -70,6 +71,22 @@ def run(name: str) -> None:
         fh.write(f"# exit code: {proc.returncode}\n")
 
 
+def read_notes(path: Path) -> dict[str, str]:
+    """benchmarks/results_notes.md split at its ``## <name>`` headings (``intro`` or a name of
+    RUNS): each part is printed after that section's tables."""
+    if not path.exists():
+        return {}
+    parts: dict[str, list[str]] = {"intro": []}
+    key = "intro"
+    for line in path.read_text().splitlines():
+        if line.startswith("## ") and line[3:].strip() in {"intro", *RUNS}:
+            key = line[3:].strip()
+            parts[key] = []
+        else:
+            parts[key].append(line)
+    return {k: "\n".join(v).strip() for k, v in parts.items()}
+
+
 def assemble() -> Path:
     FIGS.mkdir(parents=True, exist_ok=True)
     notes = (ROOT / "benchmarks" / "results_notes.md")
@@ -79,8 +96,9 @@ def assemble() -> Path:
            "`python benchmarks/run_all.py` (the tables below are that command's output, verbatim; "
            "each section names its own command and date). Timings on a shared 2-core VM are noisy: "
            "compare within a table, not across tables.", ""]
-    if notes.exists():
-        out += [notes.read_text(), ""]
+    commentary = read_notes(notes)
+    if commentary.get("intro"):
+        out += [commentary["intro"], ""]
     for name, (title, args, plots) in RUNS.items():
         log = LOGS / f"{name}.txt"
         out += [f"## {title}", ""]
@@ -93,6 +111,8 @@ def assemble() -> Path:
                 dest = FIGS / f"{name}-{png.parent.name}-{png.name}"
                 shutil.copyfile(png, dest)
                 out += [f"![{png.stem}](results/{dest.name})", ""]
+        if commentary.get(name):
+            out += [f"**Reading {name}.** " + commentary[name], ""]
     path = ROOT / "docs" / "results.md"
     path.write_text("\n".join(out))
     return path
