@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -105,7 +106,8 @@ def assemble() -> Path:
         if not log.exists():
             out += [f"Not run yet: `python {' '.join(args)}`.", ""]
             continue
-        out += ["```", log.read_text().rstrip(), "```", ""]
+        text = re.sub(r"\n\s*\n(\s*\n)+", "\n\n", log.read_text()).rstrip()  # cleared bars
+        out += ["```", text, "```", ""]
         for pattern in plots:
             for png in sorted(ROOT.glob(pattern)):
                 dest = FIGS / f"{name}-{png.parent.name}-{png.name}"
