@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import statistics
 import sys
 import time
@@ -46,8 +47,15 @@ def main(argv=None):
     ap.add_argument("--host-kernels", choices=("on", "off"), default="on",
                     help="CPU tensors through the numba kernels (on) or torch's own ops (off)")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--replot", metavar="JSON", default=None,
+                    help="only redraw the plot of a saved run (bench_gradients.json) next to it")
     ap.add_argument("--out", default="bench-out/gradients")
     args = ap.parse_args(argv)
+    if args.replot:
+        saved = json.loads(Path(args.replot).read_text())
+        print(plot_rows(saved["rows"], saved["seq_lens"], saved["route"], saved["n_params"],
+                        Path(args.replot).with_suffix(".png")))
+        return
     if args.quick:
         args.log_d, args.layouts, args.repeat, args.seq_lens = "12", "flat", 2, "32"
     import os
@@ -55,10 +63,6 @@ def main(argv=None):
     os.environ["SKETCHCORE_TORCH_HOST_KERNELS"] = "1" if args.host_kernels == "on" else "0"
     seq_lens = [int(v) for v in args.seq_lens.split(",")]
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import torch
     from tqdm import tqdm
 
@@ -135,23 +139,40 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_gradients.md").write_text(table + "\n")
 
-    fig, axes = plt.subplots(len(seq_lens), 1, figsize=(max(6, 0.5 * len(rows) / len(seq_lens)),
-                                                        3.2 * len(seq_lens)), squeeze=False)
+    (out / "bench_gradients.json").write_text(json.dumps(
+        {"rows": rows, "seq_lens": seq_lens, "route": route, "n_params": n_params}, indent=1))
+    plot_rows(rows, seq_lens, route, n_params, out / "bench_gradients.png")
+    print(f"wrote {out / 'bench_gradients.md'}, .json and .png")
+
+
+def plot_rows(rows, seq_lens, route, n_params, path):
+    """One bar panel per sequence length: % of gradient time added by each configuration
+    (blue explicit, orange implicit), the 20% goal dotted. ``python bench_gradients.py
+    --replot bench_gradients.json`` redraws it from a saved run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per = max(len([r for r in rows if r["seq"] == t]) for t in seq_lens)
+    fig, axes = plt.subplots(len(seq_lens), 1, figsize=(max(6, 0.45 * per), 3.6 * len(seq_lens)),
+                             squeeze=False)
     for ax, t in zip(axes[:, 0], seq_lens):
         sub = [r for r in rows if r["seq"] == t]
-        labels = [f"{r['algo']} 2^{r['log_d']}\n{r['layout']} {r['mode'][:3]}" for r in sub]
+        labels = [f"{r['algo']} 2^{r['log_d']} {r['layout']} {r['mode'][:3]}" for r in sub]
         ax.bar(range(len(sub)), [100 * r["overhead"] for r in sub], color=[
             "tab:blue" if r["mode"] == "explicit" else "tab:orange" for r in sub])
         ax.axhline(20, color="gray", ls=":", label="goal: 20% overhead")
-        ax.set_xticks(range(len(sub)), labels, fontsize=7)
+        ax.set_xticks(range(len(sub)), labels, fontsize=7, rotation=50, ha="right")
         ax.set_ylabel("% added to gradients")
-        ax.set_title(f"{t} tokens per example", fontsize=9)
+        ax.set_title(f"{t} tokens per example (blue: explicit, orange: implicit)", fontsize=9)
         ax.legend(fontsize=7)
     fig.suptitle(f"GPT-2 ({n_params / 1e6:.2f}M params) per-example sketches; {route}",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "bench_gradients.png", dpi=120)
-    print(f"wrote {out / 'bench_gradients.md'} and {out / 'bench_gradients.png'}")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":

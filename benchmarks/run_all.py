@@ -34,7 +34,6 @@ RUNS = {
     "backends": ("1c. Every backend vs D and vs N; side by side against dense projections; memory",
                  ["benchmarks/bench_backends.py", "--out", "bench-out/backends"],
                  ["bench-out/backends/*.png"]),
-    "memory": ("1d'. Peak memory of one apply per backend", ["benchmarks/bench_memory.py"], []),
     "gradients": ("1d. Per-example gradients with and without sketching (GPT-2 config model)",
                   ["benchmarks/bench_gradients.py", "--out", "bench-out/gradients"],
                   ["bench-out/gradients/*.png"]),
@@ -46,6 +45,9 @@ RUNS = {
     "intrinsic_dim": ("4. Intrinsic dimension D* per seed",
                       ["benchmarks/bench_intrinsic_dim.py", "--out", "bench-out/intrinsic_dim"],
                       ["bench-out/intrinsic_dim/*.png"]),
+    "memory": ("5. Memory: peak extra memory of one apply per backend and algorithm (the dense "
+               "and scikit-learn baselines: section 1c, part (c))",
+               ["benchmarks/bench_memory.py"], []),
 }
 
 

@@ -14,6 +14,8 @@ def _draw(ax, report, title):
         steps = [k.step for k in s.search.checks]
         metrics = [k.metric for k in s.search.checks]
         label = f"seed {s.seed}: D*={s.dimension}" if s.dimension else f"seed {s.seed}: failed"
+        if s.dimension and s.refined_dimension != s.dimension:
+            label += f", refined {s.refined_dimension}"
         ax.plot(steps, metrics, "-o", ms=3, color=c, label=label)
         for step, d in s.search.doublings:
             ax.axvline(step, color=c, ls=":", lw=0.8)
