@@ -101,7 +101,8 @@ def throughput(task, out: Path, algo: str, dim: int, repeats: int) -> dict:
                                       batch_size=32, chunk_rows=64, engine=engine,
                                       num_workers=2, progress=False)
                 rates[engine].append(summary.examples_per_second)
-                print(f"[{engine} run {r}]\n{summary.format()}")
+                text = summary.format().replace(str(tmp) + os.sep, "<tmpdir>/")
+                print(f"[{engine} run {r}]\n{text}")
         same = np.array_equal(SketchStore.open(tmp / "local0.zarr").sketches(),
                               SketchStore.open(tmp / "ray0.zarr").sketches())
     finally:
