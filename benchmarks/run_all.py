@@ -94,8 +94,8 @@ def assemble() -> Path:
     FIGS.mkdir(parents=True, exist_ok=True)
     notes = (ROOT / "benchmarks" / "results_notes.md")
     out = ["# Results", "",
-           "Measured on this project's CPU machine: " + platform.platform() +
-           f", {platform.processor() or 'x86_64'}, 2 cores, no GPU. Regenerate everything with "
+           f"Measured on this project's CPU machine: {platform.system()} {platform.machine()}, "
+           f"{os.cpu_count()} cores, no GPU. Regenerate everything with "
            "`python benchmarks/run_all.py` (the tables below are that command's output, verbatim; "
            "each section names its own command and date). Timings on a shared 2-core VM are noisy: "
            "compare within a table, not across tables.", ""]
