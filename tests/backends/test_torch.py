@@ -4,6 +4,7 @@ CPU tensors handed to the compiled host kernels (numba, when installed) and on t
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -94,8 +95,11 @@ def test_matches_numpy_reference(case):
     got = op.apply(torch.from_numpy(x))
     got_t = op.transpose(torch.from_numpy(y))
     assert isinstance(got, torch.Tensor) and got.dtype == torch.from_numpy(x).dtype
-    _close(got.numpy(), op.apply(x, backend="numpy"), RTOL[dtype])
-    _close(got_t.numpy(), op.transpose(y, backend="numpy"), RTOL[dtype])
+    rows = max(1, int(np.prod(batch)))  # typical output entry: ||x|| / sqrt(D) per row
+    _close(got.numpy(), op.apply(x, backend="numpy"), RTOL[dtype],
+           floor=float(np.linalg.norm(x)) / np.sqrt(d * rows))
+    _close(got_t.numpy(), op.transpose(y, backend="numpy"), RTOL[dtype],
+           floor=float(np.linalg.norm(y)) / np.sqrt(d * rows))
     if dtype == np.float64:  # adjoint identity <Phi x, y> = <x, Phi^T y>
         lhs = float(torch.sum(got * torch.from_numpy(y)))
         rhs = float(torch.sum(torch.from_numpy(x) * got_t))
@@ -104,8 +108,9 @@ def test_matches_numpy_reference(case):
 
 @st.composite
 def plans(draw):
+    # at most 2^14 entries: four factors of 128 would be a 2^28-long (16 GiB) batch
     sizes = tuple(draw(st.lists(st.sampled_from([1, 2, 4, 8, 16, 32, 128]), min_size=1,
-                                max_size=4)))
+                                max_size=4).filter(lambda v: math.prod(v) <= 2**14)))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
 
     def perms():
