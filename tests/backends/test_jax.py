@@ -17,12 +17,10 @@ jnp = pytest.importorskip("jax.numpy")
 
 import sketchcore as sk  # noqa: E402
 from core.helpers import assert_normwise_close  # noqa: E402
-from sketchcore.structure import KronPlan, next_pow2  # noqa: E402
-from sketchcore.testing import algorithm_variants, check_backend  # noqa: E402
+from backend_cases import IDS, VARIANTS, assert_matches_reference, sketch_cases  # noqa: E402
+from sketchcore.structure import KronPlan  # noqa: E402
+from sketchcore.testing import check_backend  # noqa: E402
 
-VARIANTS = algorithm_variants()
-IDS = [f"{a}-{o['preconditioner']}" if o else a for a, o in VARIANTS]
-SIZES = [1, 3, 17, 64, 100, 257, 1000, 1024, 2500]
 
 
 def _backend():
@@ -30,19 +28,6 @@ def _backend():
 
 
 _close = assert_normwise_close
-
-
-@st.composite
-def cases(draw):
-    algo, opts = draw(st.sampled_from(VARIANTS))
-    opts = dict(opts)
-    n = draw(st.sampled_from(SIZES))
-    d = draw(st.integers(1, min(next_pow2(n), 96)))
-    if "preconditioner" in opts:
-        opts["max_block"] = draw(st.sampled_from([4, 16, 1024]))
-    batch = draw(st.sampled_from([(), (3,), (2, 2)]))
-    seed = draw(st.integers(0, 2**64 - 1))
-    return algo, opts, n, d, batch, seed
 
 
 def test_import_does_not_load_jax():
@@ -75,22 +60,18 @@ def _check_case(case, dtype, rtol):
     got = op.apply(jnp.asarray(x))
     got_t = op.transpose(jnp.asarray(y))
     assert isinstance(got, jax.Array) and got.dtype == dtype
-    rows = max(1, int(np.prod(batch)))  # typical output entry: ||x|| / sqrt(D) per row
-    _close(got, op.apply(x, backend="numpy"), rtol,
-           floor=float(np.linalg.norm(x)) / np.sqrt(d * rows))
-    _close(got_t, op.transpose(y, backend="numpy"), rtol,
-           floor=float(np.linalg.norm(y)) / np.sqrt(d * rows))
+    assert_matches_reference(op, x, y, got, got_t, rtol)
     return x, y, got, got_t
 
 
 @settings(max_examples=10)
-@given(cases())
+@given(sketch_cases())
 def test_matches_numpy_reference_float32(case):
     _check_case(case, np.float32, 1e-5)
 
 
 @settings(max_examples=8)
-@given(cases())
+@given(sketch_cases())
 def test_matches_numpy_reference_float64_under_x64(case):
     with jax.enable_x64(True):
         x, y, got, got_t = _check_case(case, np.float64, 1e-12)

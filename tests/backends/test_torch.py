@@ -18,13 +18,11 @@ torch = pytest.importorskip("torch")
 
 import sketchcore as sk  # noqa: E402
 from core.helpers import assert_normwise_close  # noqa: E402
-from sketchcore.structure import KronPlan, next_pow2  # noqa: E402
-from sketchcore.testing import algorithm_variants, check_backend  # noqa: E402
+from backend_cases import IDS, VARIANTS, assert_matches_reference, sketch_cases  # noqa: E402
+from sketchcore.structure import KronPlan  # noqa: E402
+from sketchcore.testing import check_backend  # noqa: E402
 
-VARIANTS = algorithm_variants()
-IDS = [f"{a}-{o['preconditioner']}" if o else a for a, o in VARIANTS]
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
-SIZES = [1, 3, 17, 64, 100, 257, 1000, 1024, 2500]
 
 
 HOST_ENV = "SKETCHCORE_TORCH_HOST_KERNELS"
@@ -50,21 +48,6 @@ def _backend():
 _close = assert_normwise_close
 
 
-@st.composite
-def cases(draw):
-    """(algo, options, N, D, batch shape, seed, dtype) over every algorithm x preconditioner."""
-    algo, opts = draw(st.sampled_from(VARIANTS))
-    opts = dict(opts)
-    n = draw(st.sampled_from(SIZES))
-    d = draw(st.integers(1, min(next_pow2(n), 96)))
-    if "preconditioner" in opts:
-        opts["max_block"] = draw(st.sampled_from([4, 16, 1024]))
-    batch = draw(st.sampled_from([(), (3,), (2, 2)]))
-    seed = draw(st.integers(0, 2**64 - 1))
-    dtype = draw(st.sampled_from([np.float32, np.float64]))
-    return algo, opts, n, d, batch, seed, dtype
-
-
 def test_import_does_not_load_torch():
     code = (
         "import sys, sketchcore_torch\n"
@@ -85,7 +68,7 @@ def test_registered_and_picked_for_tensors():
     assert not be.owns(np.zeros(3))
 
 
-@given(cases())
+@given(sketch_cases(dtypes=[np.float32, np.float64]))
 def test_matches_numpy_reference(case):
     algo, opts, n, d, batch, seed, dtype = case
     op = sk.Sketch(algo=algo, in_dim=n, out_dim=d, seed=seed, **opts)
@@ -95,11 +78,7 @@ def test_matches_numpy_reference(case):
     got = op.apply(torch.from_numpy(x))
     got_t = op.transpose(torch.from_numpy(y))
     assert isinstance(got, torch.Tensor) and got.dtype == torch.from_numpy(x).dtype
-    rows = max(1, int(np.prod(batch)))  # typical output entry: ||x|| / sqrt(D) per row
-    _close(got.numpy(), op.apply(x, backend="numpy"), RTOL[dtype],
-           floor=float(np.linalg.norm(x)) / np.sqrt(d * rows))
-    _close(got_t.numpy(), op.transpose(y, backend="numpy"), RTOL[dtype],
-           floor=float(np.linalg.norm(y)) / np.sqrt(d * rows))
+    assert_matches_reference(op, x, y, got.numpy(), got_t.numpy(), RTOL[dtype])
     if dtype == np.float64:  # adjoint identity <Phi x, y> = <x, Phi^T y>
         lhs = float(torch.sum(got * torch.from_numpy(y)))
         rhs = float(torch.sum(torch.from_numpy(x) * got_t))
