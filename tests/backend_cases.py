@@ -3,6 +3,9 @@ the numpy reference, and that comparison."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -41,3 +44,13 @@ def assert_matches_reference(op, x, y, got, got_t, rtol) -> None:
                           floor=float(np.linalg.norm(x)) / per)
     assert_normwise_close(np.asarray(got_t), op.transpose(y, backend="numpy"), rtol,
                           floor=float(np.linalg.norm(y)) / per)
+
+
+def assert_import_is_light(plugin: str, library: str) -> None:
+    """Importing the backend plugin and loading the registry does not import its array library
+    (checked in a fresh interpreter)."""
+    code = (f"import sys, {plugin}\n"
+            "from sketchcore.registry import registry\n"
+            "registry()\n"
+            f"assert {library!r} not in sys.modules, '{library} imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

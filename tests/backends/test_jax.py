@@ -4,8 +4,6 @@ direction, usable inside the caller's jit, grad and vmap, and registered without
 from __future__ import annotations
 
 import gc
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +15,8 @@ jnp = pytest.importorskip("jax.numpy")
 
 import sketchcore as sk  # noqa: E402
 from core.helpers import assert_normwise_close  # noqa: E402
-from backend_cases import IDS, VARIANTS, assert_matches_reference, sketch_cases  # noqa: E402
+from backend_cases import (IDS, VARIANTS, assert_import_is_light,  # noqa: E402
+                           assert_matches_reference, sketch_cases)
 from sketchcore.structure import KronPlan  # noqa: E402
 from sketchcore.testing import check_backend  # noqa: E402
 
@@ -31,13 +30,7 @@ _close = assert_normwise_close
 
 
 def test_import_does_not_load_jax():
-    code = (
-        "import sys, sketchcore_jax\n"
-        "from sketchcore.registry import registry\n"
-        "registry()\n"
-        "assert 'jax' not in sys.modules, 'jax imported'\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_import_is_light("sketchcore_jax", "jax")
 
 
 def test_registered_and_picked_for_jax_arrays():

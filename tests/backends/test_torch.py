@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,7 +16,8 @@ torch = pytest.importorskip("torch")
 
 import sketchcore as sk  # noqa: E402
 from core.helpers import assert_normwise_close  # noqa: E402
-from backend_cases import IDS, VARIANTS, assert_matches_reference, sketch_cases  # noqa: E402
+from backend_cases import (IDS, VARIANTS, assert_import_is_light,  # noqa: E402
+                           assert_matches_reference, sketch_cases)
 from sketchcore.structure import KronPlan  # noqa: E402
 from sketchcore.testing import check_backend  # noqa: E402
 
@@ -49,13 +48,7 @@ _close = assert_normwise_close
 
 
 def test_import_does_not_load_torch():
-    code = (
-        "import sys, sketchcore_torch\n"
-        "from sketchcore.registry import registry\n"
-        "registry()\n"
-        "assert 'torch' not in sys.modules, 'torch imported'\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_import_is_light("sketchcore_torch", "torch")
 
 
 def test_registered_and_picked_for_tensors():
