@@ -12,11 +12,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from sketchcore import StoreMismatchError
+
+from .fingerprint import DIGEST_BYTES, InputFingerprint
 from .sources import as_source
 from .store import SketchStore, default_chunk_rows
 
 __all__ = ["build_store", "BuildSummary", "sketcher_identity", "resolve_sketcher",
-           "write_chunks", "ENGINES"]
+           "write_chunks", "chunks_to_write", "ENGINES"]
 
 ENGINES = ("local", "ray")
 
@@ -109,33 +112,40 @@ class BuildSummary:
         return "\n".join(lines)
 
 
+def _chunk_batches(source, store: SketchStore, chunk: int, batch_size: int, offset: int = 0):
+    """The batches of a row chunk from a sliceable source whose row 0 is store row ``offset``
+    (batches start at the chunk's first row: every engine computes a chunk the same way)."""
+    start, stop = store.chunk_range(chunk)
+    return (b for _r, b in source.batches(start - offset, stop - offset, batch_size))
+
+
 def write_chunks(store: SketchStore, gs, source, chunks, ids, batch_size: int,
                  on_rows=None, offset: int = 0) -> int:
     """Compute and write the given row chunks of ``store`` from a sliceable source whose row 0 is
-    store row ``offset``; ``ids`` are the store's ids (indexed by store row). Returns the number
-    of rows written; ``on_rows(n)`` reports progress."""
+    store row ``offset``; ``ids`` are the store's ids (indexed by store row). Each chunk records
+    the fingerprint of its inputs. Returns the number of rows written; ``on_rows(n)`` reports
+    progress."""
     import numpy as np
 
     written = 0
     for c in chunks:
         start, stop = store.chunk_range(c)
-        parts = []
-        for _row, batch in source.batches(start - offset, stop - offset, batch_size):
+        parts, fp = [], InputFingerprint()
+        for batch in _chunk_batches(source, store, c, batch_size, offset):
+            fp.update(batch)
             s = np.asarray(gs.sketch_batch(batch), dtype=np.float32)
             parts.append(s)
             if on_rows is not None:
                 on_rows(len(s))
-        store.write_chunk(c, np.concatenate(parts, axis=0), ids[start:stop])
+        store.write_chunk(c, np.concatenate(parts, axis=0), ids[start:stop], inputs=fp.digest())
         written += stop - start
     return written
 
 
-def _write_from_iterable(store: SketchStore, gs, source, missing, ids, on_rows) -> int:
-    """Single pass over an iterable source: compute only rows of missing chunks, write each chunk
-    once all its rows are in."""
-    import numpy as np
-
-    missing = set(missing)
+def _chunk_pieces(store: SketchStore, chunks):
+    """``wanted(a, b)`` for ``IterableSource.pieces``: the sub-ranges of rows [a, b) that lie in
+    ``chunks``, cut at chunk boundaries."""
+    chunks = set(chunks)
     rows = store.chunk_rows
 
     def wanted(a, b):
@@ -144,24 +154,109 @@ def _write_from_iterable(store: SketchStore, gs, source, missing, ids, on_rows) 
         while r < b:
             c = r // rows
             end = min(b, (c + 1) * rows)
-            if c in missing:
+            if c in chunks:
                 out.append((r, end))
             r = end
         return out
 
+    return wanted
+
+
+def _write_from_iterable(store: SketchStore, gs, source, missing, ids, on_rows) -> int:
+    """Single pass over an iterable source: compute only rows of missing chunks, write each chunk
+    once all its rows are in."""
+    import numpy as np
+
     buffers: dict[int, list] = {}
+    prints: dict[int, InputFingerprint] = {}
     written = 0
-    for row, batch in source.pieces(wanted):
-        c = row // rows
+    for row, batch in source.pieces(_chunk_pieces(store, missing)):
+        c = row // store.chunk_rows
+        prints.setdefault(c, InputFingerprint()).update(batch)
         s = np.asarray(gs.sketch_batch(batch), dtype=np.float32)
         buffers.setdefault(c, []).append(s)
         if on_rows is not None:
             on_rows(len(s))
         start, stop = store.chunk_range(c)
         if sum(len(p) for p in buffers[c]) == stop - start:
-            store.write_chunk(c, np.concatenate(buffers.pop(c), axis=0), ids[start:stop])
+            store.write_chunk(c, np.concatenate(buffers.pop(c), axis=0), ids[start:stop],
+                              inputs=prints.pop(c).digest())
             written += stop - start
     return written
+
+
+def chunks_to_write(store: SketchStore, source, ids, batch_size: int, *, report=None) -> list[int]:
+    """The row chunks a (resumed) build must compute: those never completed and those damaged.
+
+    Every chunk already written is checked against what this build would write: the same ids and
+    the same inputs, batched the same way (``fingerprint.py``); otherwise the build is refused with
+    :class:`sketchcore.StoreMismatchError` naming the chunks, since the store would mix two
+    builds. ``report(line)`` hears about damaged chunks that will be rewritten.
+    """
+    missing = store.missing_chunks()
+    done = [c for c in range(store.num_chunks) if c not in set(missing)]
+    if not done:
+        return missing
+    damaged = {p.chunk: p for p in store.verify(done)}
+    for p in damaged.values():
+        if report is not None:
+            report(f"rewriting {p.format()}")
+    done = [c for c in done if c not in damaged]
+    if source.sliceable:
+        prints = {}
+        for c in done:
+            fp = InputFingerprint()
+            for batch in _chunk_batches(source, store, c, batch_size):
+                fp.update(batch)
+            prints[c] = fp.digest()
+    else:  # one pass over the iterable, fingerprinting only the written chunks
+        acc: dict[int, InputFingerprint] = {}
+        for row, batch in source.pieces(_chunk_pieces(store, done)):
+            acc.setdefault(row // store.chunk_rows, InputFingerprint()).update(batch)
+        prints = {c: fp.digest() for c, fp in acc.items()}
+    _refuse_other_inputs(store, done, prints, ids)
+    return sorted(set(missing) | set(damaged))
+
+
+def _refuse_other_inputs(store: SketchStore, done, prints: dict, ids) -> None:
+    import numpy as np
+
+    half = DIGEST_BYTES
+    bad_ids, bad_data, bad_batches = [], [], []
+    for c in done:
+        start, stop = store.chunk_range(c)
+        stored_ids, _s = store.read_chunk(c)
+        recorded = store.chunk_inputs(c)
+        if not np.array_equal(stored_ids, ids[start:stop]):
+            bad_ids.append(c)
+        elif recorded[:half] != prints[c][:half]:
+            bad_data.append(c)
+        elif recorded[half:] != prints[c][half:]:
+            bad_batches.append(c)
+    if not (bad_ids or bad_data or bad_batches):
+        return
+
+    def rows(chunks):
+        n = sum(b - a for a, b in map(store.chunk_range, chunks))
+        first = ", ".join(f"{c} (rows {store.chunk_range(c)[0]}-{store.chunk_range(c)[1] - 1})"
+                          for c in chunks[:3])
+        return f"{n} rows in {len(chunks)} chunks, first: {first}{' ...' if len(chunks) > 3 else ''}"
+
+    lines = []
+    if bad_ids:
+        lines.append(f"other example ids: {rows(bad_ids)}")
+    if bad_data:
+        lines.append(f"other input data: {rows(bad_data)}")
+    if bad_batches:
+        was = store.metadata.get("batch_size")
+        lines.append(f"the same data in other batches (the store was built with batch size "
+                     f"{was if was is not None else 'of its data loader'}): {rows(bad_batches)}")
+    raise StoreMismatchError(
+        f"the store at {str(store.path)!r} was built from other inputs than this build's, so "
+        "resuming would mix two builds:\n  " + "\n  ".join(lines)
+        + "\nResume with the same data, ids and batch size; or use another path, or "
+        "overwrite=True (CLI: --overwrite) to replace it."
+    )
 
 
 def build_store(path, sketcher, data, *, ids=None, num_examples: int | None = None,
@@ -176,13 +271,16 @@ def build_store(path, sketcher, data, *, ids=None, num_examples: int | None = No
     torch arrays, sliced into batches) or an iterable of batches (then ``num_examples``).
     ``ids``: int64 example ids (default ``0..n-1``). ``engine``: ``"local"`` or ``"ray"``
     (shards of chunks as Ray tasks, ``num_workers`` at a time; needs array data).
+
+    The build holds the store's writer lock (a second writer is refused, naming this one). A
+    resumed build checks that every chunk already written came from the same ids, data and
+    batching, rewrites damaged chunks, and computes only what is missing.
     """
     import numpy as np
 
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; allowed: {', '.join(ENGINES)}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    batch_size = _batch_size(batch_size)
     t0 = time.perf_counter()
     gs = resolve_sketcher(sketcher)
     source = as_source(data, num_examples)
@@ -194,38 +292,62 @@ def build_store(path, sketcher, data, *, ids=None, num_examples: int | None = No
         raise ValueError(f"ids must have shape ({n},) (one per example), got {ids.shape}.")
     if chunk_rows is None:
         chunk_rows = default_chunk_rows(int(gs.out_dim), batch_size, n)
+    record = {"batch_size": batch_size if source.sliceable else None, **(extra or {})}
     store = SketchStore.create(path, sketcher_identity(gs), num_examples=n,
-                               chunk_rows=chunk_rows, model=gs.fingerprint(), extra=extra,
+                               chunk_rows=chunk_rows, model=gs.fingerprint(), extra=record,
                                overwrite=overwrite)
-    missing = store.missing_chunks()
-    done_rows = n - sum(b - a for a, b in map(store.chunk_range, missing))
-    bar = _progress(progress, n, done_rows, store)
     try:
-        if not missing:
-            written = 0
-        elif engine == "ray":
-            if not source.sliceable:
-                raise ValueError("engine='ray' needs the data as arrays (a tuple/list/dict of numpy "
-                                 "or torch arrays), so that each task can take its own rows.")
-            from .ray_engine import build_with_ray
+        missing = chunks_to_write(store, source, ids, batch_size,
+                                  report=_report if progress else None)
+        done_rows = n - sum(b - a for a, b in map(store.chunk_range, missing))
+        bar = _progress(progress, n, done_rows, store)
+        try:
+            if not missing:
+                written = 0
+            elif engine == "ray":
+                if not source.sliceable:
+                    raise ValueError("engine='ray' needs the data as arrays (a tuple/list/dict of "
+                                     "numpy or torch arrays), so that each task can take its own "
+                                     "rows.")
+                from .ray_engine import build_with_ray
 
-            written = build_with_ray(store, sketcher, source, missing, ids, batch_size,
-                                     num_workers, bar)
-        elif source.sliceable:
-            written = write_chunks(store, gs, source, missing, ids, batch_size,
-                                   on_rows=bar.update if bar else None)
-        else:
-            written = _write_from_iterable(store, gs, source, missing, ids,
-                                           on_rows=bar.update if bar else None)
+                written = build_with_ray(store, sketcher, source, missing, ids, batch_size,
+                                         num_workers, bar)
+            elif source.sliceable:
+                written = write_chunks(store, gs, source, missing, ids, batch_size,
+                                       on_rows=bar.update if bar else None)
+            else:
+                written = _write_from_iterable(store, gs, source, missing, ids,
+                                               on_rows=bar.update if bar else None)
+        finally:
+            if bar is not None:
+                bar.close()
+        store.require_complete()
     finally:
-        if bar is not None:
-            bar.close()
-    store.require_complete()
+        store.close()
     return BuildSummary(
         path=str(store.path), num_examples=n, out_dim=store.out_dim,
         num_chunks=store.num_chunks, chunks_written=len(missing), examples_written=written,
         store_bytes=store.nbytes_on_disk(), seconds=time.perf_counter() - t0, engine=engine,
     )
+
+
+def _batch_size(value) -> int:
+    import operator
+
+    try:
+        v = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        v = None
+    if v is None or v < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {value!r}.")
+    return v
+
+
+def _report(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr)
 
 
 def _progress(enabled: bool, total: int, initial: int, store):

@@ -52,6 +52,12 @@ def add_cli(subparsers) -> None:
     s.add_argument("--weight", action="append", type=float, default=None,
                    help="TracIn weight per --store (e.g. learning rate); default 1")
     _task_args(s, required=False)
+    s.add_argument("--use-recorded-task", action="store_true",
+                   help="import and run the task function recorded in the store's metadata, "
+                        "with its recorded arguments, instead of naming it with --task. That runs "
+                        "code chosen by whoever built the store: use it only for stores you "
+                        "built or trust. Without --task or this flag, scores stops and prints "
+                        "the recorded task and the command to run")
     s.add_argument("--method", default="dot", choices=["dot", "cosine", "trak"])
     s.add_argument("--damping", type=float, default=None,
                    help="trak: lambda in (S^T S + lambda I)^-1 (default 1e-3 x mean diagonal)")
@@ -78,6 +84,16 @@ def add_cli(subparsers) -> None:
     i = sub.add_parser("info", help="a store's metadata and completeness")
     i.add_argument("--store", required=True)
     i.set_defaults(func=_info)
+
+    v = sub.add_parser("verify", help="check every chunk of a store against its checksums",
+                       description="Read every row chunk of a store and check it against the "
+                       "checksums recorded when it was written. Lists missing, damaged and "
+                       "unreadable chunks with their rows; exits 1 if there are any. Running "
+                       "the same build again rewrites them.")
+    v.add_argument("--store", required=True)
+    v.add_argument("--json", help="write the problems found as JSON here")
+    v.add_argument("--no-progress", action="store_true")
+    v.set_defaults(func=_verify)
 
 
 def _sketch_options(pairs) -> dict:
@@ -130,11 +146,7 @@ def _scores(args) -> int:
         return 0
     cps, test_ids = [], None
     for store, w in zip(stores, weights):
-        recorded = store.metadata.get("task") or {}
-        spec = args.task or recorded.get("spec")
-        if spec is None:
-            raise SystemExit(f"store {args.store} records no task; pass --task.")
-        targs = parse_task_args(args.task_arg) if args.task else recorded.get("args", {})
+        spec, targs = _task_for(store, args)
         task = load_task(spec, targs)
         gs = make_sketcher(task, sketch_spec(store), layout=store.metadata["layout"],
                            mode=store.metadata["mode"])
@@ -149,6 +161,43 @@ def _scores(args) -> int:
     if args.csv:
         result.to_csv(args.csv)
     return 0
+
+
+def _task_for(store, args) -> tuple[str, dict]:
+    """The task to load for a store: the one named with --task; the one recorded in the store
+    only with --use-recorded-task (a store's metadata is someone else's data: naming code in it
+    must never make this command run that code); else stop and say what to run."""
+    from .errors import StoreMismatchError
+    from .task import parse_task_args
+
+    if args.task:
+        return args.task, parse_task_args(args.task_arg)
+    recorded = store.metadata.get("task")
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("spec"), str):
+        raise StoreMismatchError(f"the store at {str(store.path)!r} records no task; name the "
+                                 "model and data with --task module:function.")
+    spec, targs = recorded["spec"], recorded.get("args") or {}
+    if not isinstance(targs, dict):
+        raise StoreMismatchError(f"the store at {str(store.path)!r} records task arguments that "
+                                 f"are not a record ({type(targs).__name__}); pass --task.")
+    if args.use_recorded_task:
+        return spec, dict(targs)
+    import shlex
+
+    cmd = ["sketchcore", "tda", "scores", *(f"--store={p}" for p in args.store),
+           f"--task={spec}", *(f"--task-arg={k}={v!r}" for k, v in targs.items())]
+    raise StoreMismatchError(
+        f"the store at {str(store.path)!r} was built with the task {_shown(spec)} and arguments "
+        f"{_shown(targs)}. A store does not choose the code that scores run: if you trust that "
+        f"task, name it:\n  {_shown(' '.join(shlex.quote(c) for c in cmd), 600)}\n"
+        "or add --use-recorded-task to run the recorded one."
+    )
+
+
+def _shown(value, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    text = text.encode("unicode_escape").decode("ascii")  # no control characters to the terminal
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more chars)"
 
 
 def _write_rows(rows, json_path, csv_path) -> None:
@@ -199,8 +248,44 @@ def _info(args) -> int:
 
     store = SketchStore.open(args.store, mode="r")
     missing = store.missing_chunks()
-    print(json.dumps(store.metadata, indent=1))
+    print(json.dumps(store.metadata, indent=1, ensure_ascii=True))
     print(f"chunks complete: {store.num_chunks - len(missing)}/{store.num_chunks}"
           + (f" (missing: {missing[:10]}{' ...' if len(missing) > 10 else ''})" if missing else ""))
     print(f"size on disk: {store.nbytes_on_disk() / 2**20:.2f} MiB")
+    print(f"(completion markers only; `sketchcore tda verify --store {args.store}` checks every "
+          "chunk's bytes)")
     return 0
+
+
+def _verify(args) -> int:
+    import json
+
+    from .store import SketchStore
+
+    store = SketchStore.open(args.store, mode="r")
+    bar = None
+    if not args.no_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=store.num_examples, unit="ex", desc="verifying", dynamic_ncols=True)
+    try:
+        problems = store.verify(progress=bar.update if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([p.__dict__ for p in problems], f, indent=1)
+    if not problems:
+        print(f"ok: all {store.num_chunks} chunks ({store.num_examples} rows) of {args.store} "
+              "match their checksums")
+        return 0
+    rows = sum(p.stop - p.start for p in problems)
+    print(f"{len(problems)} of {store.num_chunks} chunks ({rows} rows) of {args.store} cannot be "
+          "served:")
+    for p in problems[:50]:
+        print(f"  {p.format()}")
+    if len(problems) > 50:
+        print(f"  ... {len(problems) - 50} more (see --json)")
+    print("Run the same `sketchcore tda build` command again: it rewrites exactly these chunks.")
+    return 1

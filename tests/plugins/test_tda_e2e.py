@@ -109,9 +109,14 @@ def test_cli_build_scores_info(tmp_path, capsys):
                  "--chunk-rows", "100", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "examples   300" in out and "D          256" in out
+    # the store records its task, but scores never runs it unless told to: it says what to run
+    with pytest.raises(sk.StoreMismatchError, match="does not choose the code") as err:
+        main(["tda", "scores", "--store", store, "-k", "3"])
+    assert "--task=sketchcore_tda.tasks:digits" in str(err.value)
+    assert "--task-arg=n_train=300" in str(err.value) and "--use-recorded-task" in str(err.value)
     assert main(["tda", "scores", "--store", store, "--method", "trak", "-k", "3",
                  "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv"),
-                 "--max-print", "2"]) == 0
+                 "--max-print", "2", "--use-recorded-task"]) == 0
     out = capsys.readouterr().out
     assert "top-3 proponents / opponents by trak score" in out
     data = json.loads((tmp_path / "s.json").read_text())

@@ -103,7 +103,8 @@ def test_overwrite_and_foreign_folders(tmp_path):
         SketchStore.open(tmp_path / "nothing.zarr")
     import zarr
 
-    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
+    plain = zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
+    plain.create_array("data", shape=(3,), dtype="int8")  # someone else's zarr group
     with pytest.raises(sk.StoreMismatchError, match="not a sketch store"):
         SketchStore.open(tmp_path / "plain.zarr")
     with pytest.raises(sk.StoreMismatchError, match="not a sketch store"):  # never replaced
@@ -245,13 +246,23 @@ def test_resume_in_process_computes_only_missing_chunks(tmp_path):
                         progress=False)
     assert calls == [3, 3, 2] and again.examples_written == 8 and again.chunks_written == 2
     np.testing.assert_array_equal(store.sketches()[:, 0], x)
-    # an iterable source (batches crossing chunk boundaries) resumes the same way
+    # an iterable source resumes the same way when it batches the rows as the build did ...
     store._complete[0] = 0
     calls.clear()
-    batches = [(x[i:i + 7],) for i in range(0, 20, 7)]
+    batches = [(x[i:i + 3],) for i in range(0, 20, 3)]  # crosses chunk boundaries
     build_store(tmp_path / "s.zarr", Recorder(), batches, num_examples=20, chunk_rows=6,
                 progress=False)
     assert sum(calls) == 6
+    # ... and is refused when it batches them otherwise (rows could differ in the last bits)
+    store._complete[0] = 0
+    calls.clear()
+    batches = [(x[i:i + 7],) for i in range(0, 20, 7)]
+    with pytest.raises(sk.StoreMismatchError, match="other batches .*batch size 3"):
+        build_store(tmp_path / "s.zarr", Recorder(), batches, num_examples=20, chunk_rows=6,
+                    progress=False)
+    assert calls == []
+    build_store(tmp_path / "s.zarr", Recorder(), (x,), batch_size=3, chunk_rows=6,
+                progress=False)
     np.testing.assert_array_equal(SketchStore.open(tmp_path / "s.zarr").sketches()[:, 0], x)
     summary = json.dumps(again.format())
     assert "examples" in summary and "MiB" in summary
