@@ -78,19 +78,17 @@ def throughput(task, out: Path, algo: str, dim: int, repeats: int) -> dict:
     import statistics
 
     import numpy as np
-    import ray
 
     from sketchcore_tda.build import build_store
-    from sketchcore_tda.ray_engine import SketcherRecipe
+    from sketchcore_tda.ray_engine import SketcherRecipe, start_local_cluster
     from sketchcore_tda.store import SketchStore
 
     recipe = SketcherRecipe(task.model, task.loss_fn, sketch=dict(algo=algo, out_dim=dim, seed=0),
                             params=task.params, forward=task.forward)
     tmp = Path(tempfile.mkdtemp(prefix="bench-tda-"))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     t0 = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    cluster = start_local_cluster(2)  # loopback only, token authentication
     ray_init_s = time.perf_counter() - t0
     rates = {"local": [], "ray": []}
     try:
@@ -106,7 +104,7 @@ def throughput(task, out: Path, algo: str, dim: int, repeats: int) -> dict:
         same = np.array_equal(SketchStore.open(tmp / "local0.zarr").sketches(),
                               SketchStore.open(tmp / "ray0.zarr").sketches())
     finally:
-        ray.shutdown()
+        cluster.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
     lines = [f"build throughput, {task.name} ({len(task.train['input_ids'])} examples, "
