@@ -64,11 +64,14 @@ class Backend:
         return self._xp
 
     def owns(self, x) -> bool:
-        """Whether ``x`` is an array of this backend's library (must not import that library)."""
+        """Whether ``x`` is an array of this backend's library. Asked once per array type on the
+        hot path: must not import that library and must never raise (one that raises marks the
+        backend faulty: reported, and skipped from then on)."""
         return False
 
     def check(self) -> str | None:
-        """``None`` when the backend can run here, else the reason it cannot (may import)."""
+        """``None`` when the backend can run here, else the reason it cannot. Runs once; may
+        import the library; an exception is reported as the reason the backend is not usable."""
         try:
             self.namespace()
         except Exception as err:  # noqa: BLE001 - report any failure as the reason

@@ -1,11 +1,45 @@
-"""The ``sketchcore`` command: ``info`` here; analysis plugins add their own subcommands."""
+"""The ``sketchcore`` command: ``info`` here; analysis plugins add their own subcommands.
+
+Errors on the command line (``sketchcore ...`` or ``python -m sketchcore.cli ...``):
+
+* An expected error prints one line, ``sketchcore: error: <message>``, on stderr (a message of
+  several lines, such as a store mismatch listing the fields that differ, continues on indented
+  detail lines) and no traceback. Expected are ``SketchcoreError`` and its subclasses, ``OSError``
+  (a missing store, a folder that exists, no permission, ...), ``ValueError``, ``ImportError``,
+  ``KeyError`` and ``TypeError``. The exit status is 2 for a bad argument (an unknown name,
+  ``InvalidOptionError``, a ``TypeError`` from argument validation, a ``SystemExit("message")``
+  raised by a subcommand for a usage error, and argparse's own usage errors) and 1 otherwise.
+* Any other exception is unexpected (most likely a bug): the same one line, naming the exception
+  type, then a hint to rerun with ``--debug``; exit status 1.
+* Ctrl-C prints ``sketchcore: interrupted`` and exits with 130.
+* ``sketchcore --debug <command> ...`` (the flag goes before the subcommand) or
+  ``SKETCHCORE_DEBUG=1`` lets every exception through, with its traceback.
+
+No line of a message is longer than about 2000 characters, and at most 20 detail lines are kept.
+``main(argv)`` called from Python with an argument list lets exceptions through unless
+``report_errors=True``.
+
+An analysis whose ``add_cli`` raises loses its subcommand (whatever it had half built is taken
+out again); the rest of the command works, and ``sketchcore info`` shows the reason.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from ._errors import InvalidOptionError, SketchcoreError, UnknownNameError
+
 __all__ = ["main", "build_parser"]
+
+#: exceptions reported as one line without the hint that it may be a bug
+EXPECTED = (SketchcoreError, OSError, ValueError, ImportError, KeyError, TypeError)
+#: expected exceptions that mean a bad argument: exit status 2 (others: 1)
+USAGE = (UnknownNameError, InvalidOptionError, TypeError)
+MAX_LINE = 2000
+MAX_DETAIL_LINES = 20
+PROG = "sketchcore"
 
 
 def _info(args) -> int:
@@ -20,40 +54,182 @@ def _info(args) -> int:
         print(f"  {name:<8} {reg.algorithms[name].summary}")
     print("\nbackends:")
     for b in backends():
-        state = "usable" if b.usable else f"not usable: {b.reason}"
+        state = "usable" if b.usable else f"not usable: {b.reason}{_from(b.source, b.name)}"
         print(f"  {b.name:<8} priority {b.priority:<3} {state}")
     print("\nanalyses:")
+    cli_faulty = set()
     for name, a in analyses().items():
-        print(f"  {name:<14} {a.summary}")
+        fault = reg.cli_errors.get(name)
+        if fault is None:
+            print(f"  {name:<14} {a.summary}")
+        else:
+            plugin = reg.sources.get(name, name)
+            cli_faulty.add(plugin)
+            print(f"  {name:<14} no command-line subcommand: {fault}{_from(plugin, name)}")
     for name, err in sorted(reg.errors.items()):
-        if reg.error_group.get(name) != "sketchcore.backends":
+        if reg.error_group.get(name) != "sketchcore.backends" and name not in cli_faulty:
             print(f"  {name:<14} not usable: plugin failed to load: {err}")
     return 0
 
 
+def _from(plugin: str, name: str) -> str:
+    """`` (plugin 'x')`` when something is registered under a name other than its plugin's."""
+    return "" if plugin == name else f" (plugin {plugin!r})"
+
+
+def _add_cli(sub, analysis) -> str | None:
+    """Run ``analysis.add_cli(sub)``; if it raises, take out whatever it added to ``sub`` and
+    return the reason (else None)."""
+    from .registry import describe
+
+    choices = dict(sub.choices)  # argparse's name -> parser map (the same dict object)
+    listed = list(getattr(sub, "_choices_actions", []))  # the entries of ``--help``
+    try:
+        analysis.add_cli(sub)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # noqa: BLE001 - a broken plugin must not break the command
+        sub.choices.clear()
+        sub.choices.update(choices)
+        if hasattr(sub, "_choices_actions"):
+            sub._choices_actions[:] = listed
+        return describe(err, "add_cli()")
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .api import analyses
+    from .registry import registry
 
     parser = argparse.ArgumentParser(
-        prog="sketchcore",
+        prog=PROG,
         description="Structured random sketches of gradients and HVPs, and analyses built on them.",
+    )
+    parser.add_argument(
+        "--debug", action="store_true",
+        help="on an error, show the full traceback instead of one line (also SKETCHCORE_DEBUG=1)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("info", help="list algorithms, backends (usable or why not), analyses")
     p.set_defaults(func=_info)
-    for analysis in analyses().values():
-        if analysis.add_cli is not None:
-            analysis.add_cli(sub)
+    reg = registry()
+    for name, analysis in analyses().items():
+        if analysis.add_cli is None:
+            continue
+        fault = _add_cli(sub, analysis)
+        if fault is None:
+            reg.cli_errors.pop(name, None)
+        else:
+            reg.cli_errors[name] = fault
+            plugin = reg.sources.get(name, name)
+            reg.errors.setdefault(plugin, fault)
+            reg.error_group.setdefault(plugin, "sketchcore.analyses")
     return parser
 
 
-def main(argv=None) -> int:
+def _run(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     return int(args.func(args) or 0)
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    """``--debug`` among the options before the subcommand, or SKETCHCORE_DEBUG set (not 0)."""
+    if os.environ.get("SKETCHCORE_DEBUG", "").strip().lower() not in ("", "0", "false", "no"):
+        return True
+    for arg in argv:
+        if arg == "--debug":
+            return True
+        if not arg.startswith("-") or arg == "--":
+            return False
+    return False
+
+
+def _cap(line: str) -> str:
+    if len(line) <= MAX_LINE:
+        return line
+    return f"{line[:MAX_LINE]}... ({len(line) - MAX_LINE} more characters)"
+
+
+def _format(err: BaseException, expected: bool) -> list[str]:
+    """The lines that report ``err``: the first after ``sketchcore: error:``, then details."""
+    text = str(err)
+    if not expected or (isinstance(err, KeyError) and not isinstance(err, SketchcoreError)):
+        # a bare KeyError reads "'name'", and an unexpected error needs its type to be searched
+        text = f"{type(err).__name__}: {text}" if text else ""
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()] or [type(err).__name__]
+    first, details = lines[0], lines[1:]
+    out = [_cap(f"{PROG}: error: {first.strip()}")]
+    for ln in details[:MAX_DETAIL_LINES]:
+        out.append(_cap(ln if ln[:1].isspace() else "  " + ln))
+    if len(details) > MAX_DETAIL_LINES:
+        out.append(f"  ... ({len(details) - MAX_DETAIL_LINES} more lines)")
+    return out
+
+
+def _say(lines: list[str]) -> None:
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    print("\n".join(lines), file=sys.stderr)
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe (``sketchcore info | head``) send what is left of stdout nowhere, so
+    that the interpreter's final flush does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv=None, *, report_errors: bool | None = None) -> int:
+    """Run the ``sketchcore`` command with ``argv`` (default: ``sys.argv[1:]``) and return its
+    exit status. ``report_errors`` (default: only when ``argv`` is None, i.e. on the command
+    line) turns exceptions into the one-line reports described in this module's docstring."""
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if report_errors is None:
+        report_errors = argv is None
+    if not report_errors:
+        return _run(args)
+    debug = _debug_requested(args)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        _say([f"{PROG}: interrupted"])
+        return 130
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise  # argparse (--help, usage errors) and sys.exit(status) keep their status
+        # a subcommand's ``raise SystemExit("message")``: a usage error, reported like argparse's
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        _say(_format(ValueError(exc.code), expected=True))
+        return 2
+    except BrokenPipeError:
+        if debug:
+            raise
+        _quiet_stdout()
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the one place that turns errors into messages
+        if debug:
+            raise
+        expected = isinstance(exc, EXPECTED)
+        lines = _format(exc, expected)
+        if not expected:
+            lines.append(f"{PROG}: an unexpected error; run again with --debug "
+                         "(or SKETCHCORE_DEBUG=1) for the traceback")
+        _say(lines)
+        return 2 if isinstance(exc, USAGE) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

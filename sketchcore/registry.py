@@ -1,8 +1,22 @@
 """Discovery and registration (cold path, once) and plain-dict lookups (hot path).
 
 Entry points of the groups ``sketchcore.backends`` and ``sketchcore.analyses`` are loaded one by
-one; a plugin that fails to import, or whose hook raises, is recorded with its error and reported
-by ``sketchcore.backends()`` / ``sketchcore.analyses()``, and everything else keeps working.
+one. A third-party plugin that is broken must never take the library down: whatever it does
+wrong is recorded with the plugin's name and the reason, reported by ``sketchcore.backends()``,
+``sketchcore.analyses()`` and ``sketchcore info``, and everything else keeps working. That covers
+
+* a module that raises at import, ``sys.exit()`` included (only ``KeyboardInterrupt`` passes);
+* a hook implementation with a misspelled hook name, or one that raises when called;
+* a backend whose ``owns()`` raises (it is then skipped and reported as faulty) or whose
+  ``check()`` raises (reported as not usable);
+* an analysis whose ``add_cli`` raises (``sketchcore.cli`` drops its subcommand and reports it).
+
+Hooks are called one implementation at a time (``_call``), not through ``pm.hook.<name>(...)``:
+pluggy's hook caller runs the implementations in one loop and stops at the first exception, so
+one plugin that raises would keep every plugin after it from registering anything. The per-
+implementation call passes the hook's arguments the way pluggy does (by the names the
+implementation declares). A hook wrapper has nothing to wrap here and is reported as an error.
+
 ``SKETCHCORE_DISABLE_PLUGINS=a,b`` skips entry points by name.
 """
 
@@ -22,6 +36,27 @@ from .backend import Backend, generic_for
 __all__ = ["Registry", "registry", "refresh", "BackendInfo", "GROUPS"]
 
 GROUPS = ("sketchcore.backends", "sketchcore.analyses")
+
+#: longest reason kept for a faulty plugin (an exception's text can be arbitrarily long)
+MAX_REASON = 1000
+
+
+def capped(text: str, limit: int = MAX_REASON) -> str:
+    """``text``, cut to ``limit`` characters with a note of how many were left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def describe(err: BaseException, what: str = "") -> str:
+    """One reason for a failure: ``"<what> raised ValueError: msg"`` or, for ``SystemExit``,
+    ``"<what> called sys.exit(...)"`` (``what`` names the culprit, e.g. ``"owns()"``)."""
+    if isinstance(err, SystemExit):
+        text = f"called sys.exit({err.code!r})" if err.code is not None else "called sys.exit()"
+    else:
+        msg = str(err)
+        text = f"raised {type(err).__name__}: {msg}" if msg else f"raised {type(err).__name__}"
+    return capped(f"{what} {text}" if what else text)
 
 
 @dataclass(frozen=True)
@@ -48,8 +83,11 @@ class Registry:
         self.errors: dict[str, str] = {}  # plugin name -> error
         self.error_group: dict[str, str] = {}  # plugin name -> entry-point group
         self.sources: dict[str, str] = {}  # registered name -> plugin name
+        self.cli_errors: dict[str, str] = {}  # analysis name -> why its add_cli failed
+        self._group_of: dict[str, str] = {}  # plugin name -> entry-point group it came from
         self._checks: dict[str, str | None] = {}
         self._by_type: dict[type, Backend] = {}
+        self._faulty: set[str] = set()  # backends whose owns() raised
         self._loaded = False
         self._lock = threading.Lock()
 
@@ -75,18 +113,56 @@ class Registry:
                 if ep.name in disabled or pm.has_plugin(ep.name) or ep.name in self.errors:
                     continue
                 try:
-                    pm.register(ep.load(), name=ep.name)
-                except Exception as err:  # noqa: BLE001 - a broken plugin must not break others
-                    self.errors[ep.name] = f"{type(err).__name__}: {err}"
-                    self.error_group[ep.name] = group
+                    plugin = ep.load()
+                except KeyboardInterrupt:
+                    raise
+                except SystemExit as err:  # a plugin must not end the process
+                    self._fail(ep.name, group, f"plugin {describe(err)} at import")
+                    continue
+                except BaseException as err:  # noqa: BLE001 - a broken plugin must not break others
+                    self._fail(ep.name, group, capped(f"{type(err).__name__}: {err}"))
+                    continue
+                try:
+                    pm.register(plugin, name=ep.name)
+                except Exception as err:  # noqa: BLE001 - e.g. pluggy's PluginValidationError
+                    self._fail(ep.name, group, capped(f"{type(err).__name__}: {err}"))
+                    continue
+                unknown_hooks = self._unknown_hooks(pm, ep.name)
+                if unknown_hooks:
+                    pm.unregister(name=ep.name)
+                    self._fail(ep.name, group, f"unknown hook {unknown_hooks[0]!r}; sketchcore's "
+                               f"hooks are {', '.join(sorted(self._hook_names()))}")
+                    continue
+                self._group_of[ep.name] = group
         pm.check_pending()
         self._call(pm, "sketchcore_register_algorithms", self.algorithms, lambda c: c.name)
         self._call(pm, "sketchcore_register_backends", self.backends, lambda b: b.name)
         self._call(pm, "sketchcore_register_analyses", self.analyses, lambda a: a.name)
 
+    def _fail(self, plugin: str, group: str, reason: str) -> None:
+        self.errors[plugin] = reason
+        self.error_group[plugin] = group
+
+    @staticmethod
+    def _hook_names() -> list[str]:
+        return [n for n in dir(hookspecs) if n.startswith(hookspecs.PROJECT + "_")]
+
+    @staticmethod
+    def _unknown_hooks(pm, plugin_name: str) -> list[str]:
+        """Hooks that ``plugin_name`` implements but sketchcore does not specify (typos):
+        ``pm.check_pending()`` would raise for them and stop every other plugin from loading."""
+        plugin = pm.get_plugin(plugin_name)
+        return [hc.name for hc in pm.get_hookcallers(plugin) or []
+                if not hc.has_spec()
+                and any(i.plugin is plugin and not i.optionalhook for i in hc.get_hookimpls())]
+
     def _call(self, pm, hook, table, name_of) -> None:
         for impl in getattr(pm.hook, hook).get_hookimpls():
             plugin = impl.plugin_name
+            if impl.hookwrapper or getattr(impl, "wrapper", False):
+                self._fail(plugin, self._group_of.get(plugin, ""),
+                           f"{hook} is declared a hook wrapper; register plain implementations")
+                continue
 
             def register(obj, _plugin=plugin):
                 name = name_of(obj)
@@ -99,16 +175,49 @@ class Registry:
                 self.sources[name] = _plugin
 
             try:
-                impl.function(register=register)
-            except Exception as err:  # noqa: BLE001
-                self.errors[plugin] = f"{type(err).__name__}: {err}"
+                impl.function(*[{"register": register}[arg] for arg in impl.argnames])
+            except KeyboardInterrupt:
+                raise
+            except SystemExit as err:
+                self._fail(plugin, self._group_of.get(plugin, ""),
+                           f"plugin {describe(err)} in {hook}")
+            except BaseException as err:  # noqa: BLE001 - a broken plugin must not break others
+                self._fail(plugin, self._group_of.get(plugin, ""),
+                           capped(f"{type(err).__name__}: {err}"))
 
     # ---- hot path ---------------------------------------------------------------------------
     def check(self, name: str) -> str | None:
-        """Why backend ``name`` cannot run here (None if it can); computed once."""
-        if name not in self._checks:
-            self._checks[name] = self.backends[name].check()
-        return self._checks[name]
+        """Why backend ``name`` cannot run here (None if it can); computed once. A ``check()``
+        that raises, or an ``owns()`` that raised, makes the backend not usable, with the reason."""
+        why = self._checks.get(name, False)
+        if why is False:
+            try:
+                why = self.backends[name].check()
+            except KeyboardInterrupt:
+                raise
+            except BaseException as err:  # noqa: BLE001 - a faulty check means "not usable"
+                why = describe(err, "check()")
+            else:
+                if why is not None and not isinstance(why, str):
+                    why = capped(f"check() returned {why!r} instead of None or a reason")
+            self._checks[name] = why
+        return why
+
+    def _owns(self, be: Backend, x) -> bool:
+        """``be.owns(x)``; one that raises marks ``be`` faulty (reported, skipped from then on)."""
+        if be.name in self._faulty:
+            return False
+        try:
+            return bool(be.owns(x))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # noqa: BLE001 - a faulty owns() must not break sketch()
+            self._faulty.add(be.name)
+            self._checks[be.name] = describe(err, "owns()")
+            # arrays of other types may have been routed to it before it raised: ask again
+            for t in [t for t, chosen in self._by_type.items() if chosen is be]:
+                del self._by_type[t]
+            return False
 
     def backend(self, name: str) -> Backend:
         """The registered backend ``name``, usable here, or a clear error."""
@@ -129,13 +238,14 @@ class Registry:
         t = type(x)
         be = self._by_type.get(t)
         if be is None:
-            owners = [b for b in self.backends.values() if b.owns(x)]
+            owners = [b for b in list(self.backends.values()) if self._owns(b, x)]
             owners.sort(key=lambda b: -b.priority)
             be = next((b for b in owners if self.check(b.name) is None), None) or generic_for(x)
             self._by_type[t] = be
         return be
 
     def info(self) -> list[BackendInfo]:
+        self._probe_owns()
         out = []
         for name, be in sorted(self.backends.items()):
             why = self.check(name)
@@ -147,6 +257,15 @@ class Registry:
             if self.error_group.get(name) == "sketchcore.backends" and name not in self.backends:
                 out.append(BackendInfo(name, False, f"plugin failed to load: {err}", 0, None, "", name))
         return out
+
+    def _probe_owns(self) -> None:
+        """Ask every backend whether it owns a numpy array, as ``backend_for`` would, so that an
+        ``owns()`` that raises is reported before the first sketch runs into it."""
+        import numpy as np
+
+        probe = np.empty(0)
+        for be in list(self.backends.values()):
+            self._owns(be, probe)
 
 
 _REGISTRY: Registry | None = None
