@@ -32,8 +32,13 @@ def device_of(x):
 
 
 def from_host(xp, host, *, device=None, dtype=None):
-    """Move a numpy array into namespace ``xp`` on ``device``, cast to ``dtype`` if given."""
-    a = xp.asarray(host, device=device) if device is not None else xp.asarray(host)
+    """Move a numpy array into namespace ``xp`` on ``device``, cast to ``dtype`` if given.
+
+    The dtype is passed to ``asarray`` itself rather than cast afterwards: jax caches the
+    conversion of a numpy array by identity, so a float64 parameter first converted while 64-bit
+    types were off would otherwise come back float32-rounded once they are on."""
+    kw = {} if dtype is None else {"dtype": dtype}
+    a = xp.asarray(host, device=device, **kw) if device is not None else xp.asarray(host, **kw)
     if dtype is not None and a.dtype != dtype:
         a = xp.astype(a, dtype)
     return a

@@ -15,7 +15,7 @@ import operator
 
 import numpy as np
 
-from ._errors import InvalidOptionError
+from ._errors import InvalidOptionError, describe_value
 
 __all__ = ["MAX_SEED", "check_seed", "rng", "signs", "gaussians", "permutation", "haar_rows"]
 
@@ -31,12 +31,13 @@ def check_seed(seed: object) -> int:
         value = operator.index(seed)
     except TypeError:
         raise InvalidOptionError(
-            f"seed must be an integer in [0, 2**64), got {seed!r} of type {type(seed).__name__}; "
-            "pass e.g. seed=0."
+            f"seed must be an integer in [0, 2**64), got {describe_value(seed)} of type "
+            f"{type(seed).__name__}; pass e.g. seed=0."
         ) from None
     if not 0 <= value < MAX_SEED:
         raise InvalidOptionError(
-            f"seed must be in [0, 2**64), got {value}; reduce it, e.g. seed % 2**64."
+            f"seed must be in [0, 2**64), got {describe_value(value)}; reduce it, e.g. "
+            "seed % 2**64."
         )
     return value
 

@@ -7,7 +7,7 @@ import operator
 from collections import OrderedDict
 
 from . import _random
-from ._errors import InvalidOptionError, ShapeError, unknown
+from ._errors import InvalidOptionError, ShapeError, UnknownNameError, describe_value
 from ._namespace import default_float
 from .backend import Backend
 from .registry import BackendInfo, registry
@@ -16,18 +16,44 @@ __all__ = ["Sketch", "sketch", "algorithms", "backends", "analyses", "resolve_ba
 
 
 def _size(name: str, value) -> int:
+    """A validated size: a Python or numpy integer >= 1 (not a bool, not a float, even 8.0)."""
     if isinstance(value, bool) or value is None:
-        raise InvalidOptionError(f"{name} must be a positive integer, got {value!r}.")
+        raise InvalidOptionError(
+            f"{name} must be a positive integer, got {value!r}; pass e.g. {name}=1024.")
     try:
         v = operator.index(value)
     except TypeError:
+        whole = isinstance(value, float) and value.is_integer() and value >= 1
         raise InvalidOptionError(
-            f"{name} must be a positive integer, got {value!r} ({type(value).__name__}); "
-            f"pass e.g. {name}={int(value) if isinstance(value, float) and value > 0 else 1024}."
+            f"{name} must be a positive integer, got {describe_value(value)} "
+            f"({type(value).__name__}); pass e.g. {name}={int(value) if whole else 1024}."
         ) from None
     if v < 1:
-        raise InvalidOptionError(f"{name} must be >= 1, got {v}.")
+        raise InvalidOptionError(f"{name} must be >= 1, got {describe_value(v)}.")
     return v
+
+
+def _algo(algo) -> str:
+    """A validated algorithm name (any value, hashable or not, gets the same clear error)."""
+    table = registry().algorithms
+    if isinstance(algo, str) and algo in table:
+        return algo
+    what = repr(algo) if isinstance(algo, str) and len(algo) <= 200 else (
+        f"{describe_value(algo)} ({type(algo).__name__})")
+    names = ", ".join(repr(a) for a in sorted(table))
+    raise UnknownNameError(
+        f"unknown algorithm {what}; algo must be one of: {names}. See sketchcore.algorithms().")
+
+
+def _option_key(value):
+    """A cache key for an option value that keeps its type, so ``max_block=8.0`` (refused) or
+    ``True`` never finds the operator built for ``max_block=8``; containers are keyed item by
+    item. Raises TypeError for values that cannot be keyed (those operators are not cached)."""
+    kind = (type(value).__module__, type(value).__qualname__)
+    if isinstance(value, (tuple, list)):
+        return kind, tuple(_option_key(v) for v in value)
+    hash(value)
+    return kind, value
 
 
 def resolve_backend(backend, x) -> Backend:
@@ -42,7 +68,8 @@ def resolve_backend(backend, x) -> Backend:
     if isinstance(backend, Backend):
         return backend
     raise InvalidOptionError(
-        f"backend must be None, a backend name, or a sketchcore.Backend, got {backend!r}; "
+        f"backend must be None, a backend name, or a sketchcore.Backend, got "
+        f"{describe_value(backend)}; "
         f"names: {sorted(registry().backends)}."
     )
 
@@ -56,22 +83,30 @@ class Sketch:
     map on every backend. Algorithm options (``preconditioner``, ``max_block``, QK factor shapes,
     ``nnz_per_row``) are keyword arguments; ``sketchcore.algorithms()`` lists the algorithms.
 
-    Inputs: float32/float64 compute in their dtype; float16/bfloat16 compute and return float32;
-    integer and bool inputs are cast to the library's default float dtype; NaN and Inf are not
-    checked (that would need a data-dependent reduction) and propagate into every output
-    coordinate that depends on them.
+    Inputs: float32/float64 compute in their dtype; other floating dtypes (float16, bfloat16,
+    also numpy arrays of ``ml_dtypes.bfloat16``) compute and return float32; integer and bool
+    inputs are cast to the library's default float dtype; complex and non-numeric dtypes are
+    refused. NaN and Inf are not checked (that would need a data-dependent reduction) and
+    propagate into every output coordinate that depends on them.
+
+    Naming a ``backend`` of another library converts the input to it. A tensor that requires
+    grad is never silently detached for a backend that cannot differentiate through it (e.g. a
+    torch tensor with ``backend="numpy"``): that raises ``InvalidOptionError`` asking for
+    ``x.detach()``; ``backend=None`` (the tensor's own library) keeps the gradient.
+
+    Sizes are checked before anything is allocated: a padded length beyond ``2**31`` (the int32
+    gathers of the jax and cupy kernels) or host parameters larger than this machine's memory
+    are refused with the bytes needed and the option to change.
     """
 
     def __init__(self, *, algo: str, in_dim: int, out_dim: int, seed: int, backend=None, **options):
-        table = registry().algorithms
-        if algo not in table:
-            raise unknown("algorithm", algo, table, "See sketchcore.algorithms().")
-        self.algo = algo
+        self.algo = _algo(algo)
         self.in_dim = _size("in_dim", in_dim)
         self.out_dim = _size("out_dim", out_dim)
         self.seed = _random.check_seed(seed)
         self.backend = backend
-        self.impl = table[algo](self.in_dim, self.out_dim, self.seed, **options)
+        cls = registry().algorithms[self.algo]
+        self.impl = cls(self.in_dim, self.out_dim, self.seed, **options)
 
     @property
     def options(self) -> dict:
@@ -95,21 +130,34 @@ class Sketch:
     def _prepare(self, x, backend, expected: int, what: str):
         be = resolve_backend(backend if backend is not None else self.backend, x)
         if not be.owns(x) and (backend is not None or self.backend is not None):
+            if getattr(x, "requires_grad", False) is True:
+                raise InvalidOptionError(
+                    f"{what}: the input {describe_value(x)} requires grad and backend "
+                    f"{be.name!r} cannot differentiate through it; call x.detach() first to "
+                    "sketch its values, or use backend=None (the input's own library) to keep "
+                    "the gradient."
+                )
             x = be.asarray(x)
         xp = be.namespace()
         shape = getattr(x, "shape", None)
         if shape is None or len(shape) == 0:
-            raise ShapeError(f"{what} needs an array with a last axis of size {expected}, got {x!r}.")
+            raise ShapeError(f"{what} needs an array with a last axis of size {expected}, "
+                             f"got {describe_value(x)}.")
         if shape[-1] != expected:
             raise ShapeError(
                 f"{what} expects the last axis to have size {expected}, got shape {tuple(shape)}; "
                 f"this operator maps {self.in_dim} -> {self.out_dim}."
             )
         dtype = x.dtype
-        if xp.isdtype(dtype, "complex floating"):
+        kind = _dtype_kind(xp, dtype)
+        if kind == "complex":
             raise InvalidOptionError(f"{what}: complex input ({dtype}) is not supported; sketch the "
                                      "real and imaginary parts separately.")
-        if not xp.isdtype(dtype, "real floating"):
+        if kind is None:
+            raise InvalidOptionError(
+                f"{what}: cannot sketch an array of dtype {dtype}; pass real floating, integer or "
+                "bool values (e.g. x.astype('float32')).")
+        if kind == "cast":
             x = xp.astype(x, default_float(xp))
         elif dtype != xp.float32 and dtype != xp.float64:
             x = xp.astype(x, xp.float32)
@@ -145,13 +193,40 @@ class Sketch:
         return self._run(be, "adjoint", y, self.in_dim)
 
 
+def _dtype_kind(xp, dtype) -> str | None:
+    """How ``_prepare`` treats a dtype: "real" (computed in float32 or float64), "complex",
+    "cast" (integers and bools: to the default float) or None (refused). A floating dtype the namespace does not know (numpy arrays
+    of ``ml_dtypes.bfloat16``) counts as real floating, as documented."""
+    try:
+        if xp.isdtype(dtype, "complex floating"):
+            return "complex"
+        if xp.isdtype(dtype, "real floating"):
+            return "real"
+        if xp.isdtype(dtype, "integral") or xp.isdtype(dtype, "bool"):
+            return "cast"
+    except (TypeError, ValueError):
+        name = str(getattr(dtype, "name", dtype))
+        return "real" if name.startswith(("float", "bfloat")) else None
+    # numpy object arrays (e.g. of Python floats) are cast as before; strings and records are not
+    return "cast" if getattr(dtype, "kind", None) == "O" else None
+
+
 _OPS: OrderedDict = OrderedDict()
 _OPS_MAX = 8
 
 
 def _cached_sketch(algo, in_dim, out_dim, seed, options) -> Sketch:
+    """The operator for these arguments, from a small LRU cache. Everything is validated first
+    and the key is made of the validated values (and the options' types), so a refused value,
+    or one equal to a cached value only after conversion (``8.0 == 8``), never finds a cached
+    operator."""
+    algo = _algo(algo)
+    in_dim = _size("in_dim", in_dim)
+    out_dim = _size("out_dim", out_dim)
+    seed = _random.check_seed(seed)
     try:
-        key = (algo, in_dim, out_dim, seed, tuple(sorted(options.items())))
+        key = (algo, in_dim, out_dim, seed,
+               tuple(sorted((k, _option_key(v)) for k, v in options.items())))
         hash(key)
     except TypeError:
         return Sketch(algo=algo, in_dim=in_dim, out_dim=out_dim, seed=seed, **options)
@@ -173,7 +248,8 @@ def sketch(x, *, algo: str, out_dim: int, seed: int, backend=None, **options):
     """
     shape = getattr(x, "shape", None)
     if not shape:
-        raise ShapeError(f"sketch() needs an array of shape (..., N), got {x!r}.")
+        raise ShapeError(f"sketch() needs an array of shape (..., N), got {describe_value(x)}; "
+                         "convert it first, e.g. numpy.asarray(x).")
     op = _cached_sketch(algo, shape[-1], out_dim, seed, options)
     return op.apply(x, backend=backend)
 

@@ -8,11 +8,17 @@ its host arrays (``row_perm``/``col_perm``) to build a fused native kernel, or c
 
 from __future__ import annotations
 
+import hashlib
+import os
+
 import numpy as np
 
 from ._namespace import device_of, from_host, is_traced
 
-__all__ = ["next_pow2", "pow2_factors", "balanced_factors", "ParamCache", "KronPlan"]
+__all__ = [
+    "next_pow2", "pow2_factors", "balanced_factors", "ParamCache", "KronPlan", "arrays_sha256",
+    "host_memory_bytes",
+]
 
 
 def next_pow2(n: int) -> int:
@@ -36,6 +42,25 @@ def balanced_factors(log_total: int, k: int) -> tuple[int, ...]:
     return tuple(1 << (base + (1 if i < extra else 0)) for i in range(k))
 
 
+def host_memory_bytes() -> int | None:
+    """This machine's physical memory in bytes (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def arrays_sha256(arrays: dict) -> str:
+    """sha256 over named numpy arrays: for each name in sorted order, the name, the dtype (with
+    its byte order), the shape and the raw bytes (C order). Equal digests: bit-identical arrays."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{len(name)}:{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
 def _key(xp, like, dtype) -> tuple:
     return (id(xp), str(device_of(like)), str(dtype))
 
@@ -45,10 +70,26 @@ class ParamCache:
 
     def __init__(self) -> None:
         self.host: dict[str, np.ndarray] = {}
+        #: names of arrays computed from others (transposes, inverse permutations): kept, but not
+        #: part of the map's identity, so building them later does not change ``sha256()``
+        self.derived: set[str] = set()
         self._cache: dict[tuple, dict[str, object]] = {}
+        self._sha256: str | None = None
 
-    def add(self, name: str, array: np.ndarray) -> None:
+    def add(self, name: str, array: np.ndarray, *, derived: bool = False) -> None:
         self.host[name] = array
+        if derived:
+            self.derived.add(name)
+        else:
+            self._sha256 = None
+
+    def sha256(self) -> str:
+        """Digest of the primary (not derived) host arrays (see ``arrays_sha256``); computed on
+        first use and cached."""
+        if self._sha256 is None:
+            self._sha256 = arrays_sha256(
+                {k: v for k, v in self.host.items() if k not in self.derived})
+        return self._sha256
 
     def get(self, xp, like, name: str, *, index: bool = False):
         """``name`` as an array of ``xp`` on ``like``'s device; floats get ``like``'s dtype."""

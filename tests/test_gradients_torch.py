@@ -417,6 +417,40 @@ def test_loop_fallback_warns_and_is_exact(digits):
                                    atol=1e-5 * np.abs(s).max())
 
 
+class _SilentVmapFailure(RuntimeError):
+    """An error without a message, raised only under ``torch.func`` transforms."""
+
+
+class _EmptyMessageNet(torch.nn.Module):
+    """A linear model whose forward raises an exception with an empty message under vmap (and
+    works under plain autograd), like some third-party ops do."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        if torch._C._functorch.is_functorch_wrapped_tensor(x):
+            raise _SilentVmapFailure()
+        return self.fc(x)
+
+
+def test_loop_fallback_survives_an_error_with_an_empty_message(digits):
+    """The fallback's warning quotes the vmap error's first line; an empty message must not
+    raise IndexError (which hid the real error) but still fall back and name the error type."""
+    x, y = digits
+    x = x.reshape(len(x), 64)[:5]
+    y = y[:5]
+    net = _EmptyMessageNet()
+    gs = sketcher(net)
+    expected = r"vmap cannot run _EmptyMessageNet \(_SilentVmapFailure: \(no message\)\)"
+    with pytest.warns(PerExampleLoopWarning, match=expected):
+        g = gs.full_gradients((x, y))
+    np.testing.assert_allclose(g, manual_per_example(net, models.cross_entropy, x, y),
+                               rtol=1e-5, atol=1e-7)
+
+
 # ---- streaming, parameters, fingerprints ----------------------------------------------------
 
 

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sketchcore._errors import InvalidOptionError, ShapeError, unknown
+from sketchcore._errors import InvalidOptionError, ShapeError, describe_value, unknown
 from sketchcore.gradients import PerExampleLoopWarning, default_forward
 
 __all__ = ["owns_model", "make_adapter", "JaxGradients", "path_name"]
@@ -120,7 +120,7 @@ class JaxGradients:
         if chunk_size is not None and (isinstance(chunk_size, bool) or
                                        not isinstance(chunk_size, int) or chunk_size < 1):
             raise InvalidOptionError(f"chunk_size must be None or a positive integer, got "
-                                     f"{chunk_size!r}.")
+                                     f"{describe_value(chunk_size)}.")
         self.apply_fn = apply_fn
         self.loss_fn = loss_fn
         self.forward = forward or default_forward
@@ -139,7 +139,8 @@ class JaxGradients:
             names = [self.all_names[i] for i in trainable]
             shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
             raise InvalidOptionError(
-                f"params={patterns!r} selects no floating-point array of the params pytree; its "
+                f"params={describe_value(patterns)} selects no floating-point array of the "
+                "params pytree; its "
                 f"array leaves are: {shown or '(none)'}.")
         self.sel = sel
         self.names = [self.all_names[i] for i in sel]
@@ -175,7 +176,8 @@ class JaxGradients:
             shape = getattr(leaf, "shape", None)
             if shape is not None and len(shape) >= 1:
                 return int(shape[0])
-        raise ShapeError(f"cannot tell the batch size: no array with a leading axis in {batch!r}.")
+        raise ShapeError("cannot tell the batch size: no array with a leading axis in "
+                         f"{describe_value(batch)}.")
 
     # ---- the model as a function of the selected leaves --------------------------------------
     def _full(self, sel_leaves, other):
@@ -320,7 +322,8 @@ class JaxGradients:
     def batch_gradient(self, batch):
         g = self._jit(("batch-grad",), lambda: jax.grad(self._loss_of_sel))
         gs = g(self._current(), self._to_device(batch), self._others())
-        return np.asarray(jnp.concatenate([x.reshape(-1).astype(jnp.float32) for x in gs]),
+        # float64 models (jax_enable_x64) keep float64, like torch; others compute in float32
+        return np.asarray(jnp.concatenate([x.reshape(-1).astype(self.sketch_dtype) for x in gs]),
                           dtype=np.float64)
 
     def batch_loss(self, batch):
@@ -383,7 +386,7 @@ class JaxGradients:
             def hv(v, batch, sel, other):
                 f = lambda s: self._loss_of_sel(s, batch, other)  # noqa: E731
                 h = jax.jvp(jax.grad(f), (list(sel),), (self._split(v, idx),))[1]
-                return jnp.concatenate([x.reshape(-1).astype(jnp.float32) for x in h])
+                return jnp.concatenate([x.reshape(-1).astype(v.dtype) for x in h])
 
             return hv
 

@@ -34,13 +34,20 @@ import torch
 from torch.func import functional_call, grad, jvp, vmap
 from torch.utils import _pytree as pytree
 
-from sketchcore._errors import InvalidOptionError, ShapeError, unknown
+from sketchcore._errors import InvalidOptionError, ShapeError, describe_value, unknown
 from sketchcore.gradients import PerExampleLoopWarning, default_forward
 
 __all__ = ["owns_model", "make_adapter", "TorchGradients"]
 
 _OPTIONS = ("params", "forward", "chunk_size", "randomness")
 _RANDOMNESS = ("different", "same", "error")
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error's message, at most 300 characters ("(no message)" if empty),
+    for warnings that must never fail themselves and hide the error they report."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:300] if lines else "(no message)"
 
 
 def owns_model(model) -> bool:
@@ -103,7 +110,7 @@ class TorchGradients:
         if chunk_size is not None and (isinstance(chunk_size, bool) or
                                        not isinstance(chunk_size, int) or chunk_size < 1):
             raise InvalidOptionError(f"chunk_size must be None or a positive integer, got "
-                                     f"{chunk_size!r}.")
+                                     f"{describe_value(chunk_size)}.")
         if randomness not in _RANDOMNESS:
             raise unknown("randomness", randomness, _RANDOMNESS, "See torch.func.vmap.")
         self.chunk_size = chunk_size
@@ -117,7 +124,8 @@ class TorchGradients:
         if not names:
             shown = ", ".join(trainable[:12]) + (" ..." if len(trainable) > 12 else "")
             raise InvalidOptionError(
-                f"params={params!r} selects no trainable parameter of {type(model).__name__}; "
+                f"params={describe_value(params)} selects no trainable parameter of "
+                f"{type(model).__name__}; "
                 f"its trainable parameters are: {shown or '(none)'}.")
         self.names = names
         self.tensors = [named[n] for n in names]
@@ -169,7 +177,8 @@ class TorchGradients:
             shape = getattr(leaf, "shape", None)
             if shape is not None and len(shape) >= 1:
                 return int(shape[0])
-        raise ShapeError(f"cannot tell the batch size: no array with a leading axis in {batch!r}.")
+        raise ShapeError("cannot tell the batch size: no array with a leading axis in "
+                         f"{describe_value(batch)}.")
 
     def _model_loss(self, theta, batch, lazy=None, seen=None):
         """Mean loss of ``batch`` at parameters ``theta``; ``lazy`` maps names to functions that
@@ -229,7 +238,7 @@ class TorchGradients:
                     raise
                 warnings.warn(
                     f"torch.func.vmap cannot run {type(self.model).__name__} "
-                    f"({type(err).__name__}: {str(err).strip().splitlines()[0][:300]}); "
+                    f"({type(err).__name__}: {_first_line(err)}); "
                     "computing per-example gradients in a loop, one example at a time.",
                     PerExampleLoopWarning, stacklevel=4)
                 self._vmap_ok = False
@@ -367,7 +376,7 @@ class TorchGradients:
                     raise
                 warnings.warn(
                     f"forward-mode autodiff fails on {type(self.model).__name__} "
-                    f"({type(err).__name__}: {str(err).strip().splitlines()[0][:300]}); using "
+                    f"({type(err).__name__}: {_first_line(err)}); using "
                     "reverse-over-reverse Hessian-vector products instead.", RuntimeWarning,
                     stacklevel=4)
                 self._fwd_ok = False

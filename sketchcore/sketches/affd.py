@@ -14,7 +14,7 @@ factors and ``B`` is dropped (the Haar factors are already sign- and permutation
 from __future__ import annotations
 
 from .. import _random as rnd
-from ..structure import next_pow2
+from ..structure import next_pow2, pow2_factors
 from .base import SketchAlgorithm, check_pow2_option
 from .preconditioners import PRECONDITIONERS, make_preconditioner
 
@@ -35,6 +35,7 @@ class _Preconditioned(SketchAlgorithm):
             raise unknown(f"preconditioner for algo={self.name!r}:", kind, PRECONDITIONERS)
         self.opts["max_block"] = check_pow2_option(self.name, "max_block", self.opts["max_block"])
         self.n_pad = next_pow2(self.in_dim)
+        self._check_fits(kind)
         self.s = self.scale(self.n_pad, self.out_dim)
         self.pre1 = make_preconditioner(
             kind, self.params, "pre1", self.seed, self.n_pad, self.opts["max_block"], "rows"
@@ -43,6 +44,24 @@ class _Preconditioned(SketchAlgorithm):
         if self.signs:
             self.params.add("B", rnd.signs(self.seed, "B", self.n_pad))
 
+    #: how many preconditioners (pre1, pre2) and length-n_pad diagonals (B, G) the map keeps
+    transforms, diagonals = 1, 1
+
+    def _check_fits(self, kind: str) -> None:
+        sizes = pow2_factors(self.n_pad, self.opts["max_block"])
+        signs = 0 if kind == "q" else self.n_pad * 8
+        diag = self.n_pad * 8 if self.diagonals else self.out_dim * 8
+        if kind == "q":  # each Haar factor, its transpose, and the QR's Gaussian and Q
+            per = sum(4 * b * b * 8 for b in sizes)
+            cause = (f"preconditioner='q' with max_block={self.opts['max_block']} (Haar factors "
+                     f"{list(sizes)} for in_dim={self.in_dim})")
+            fix = "Lower max_block (e.g. 1024) or use preconditioner='hadamard'."
+        else:  # a permutation per factor
+            per = sum(sizes) * 8
+            cause, fix = "", ""
+        self.check_fits(n_pad=self.n_pad, param_bytes=self.transforms * per + signs + diag,
+                        cause=cause, fix=fix)
+
     def _b(self, xp, like):
         return self.params.get(xp, like, "B") if self.signs else None
 
@@ -50,6 +69,7 @@ class _Preconditioned(SketchAlgorithm):
 class AFFD(_Preconditioned):
     name = "affd"
     summary = "R_D sqrt(N/D) H^pi2 G H^pi1 B x: lookup-free Fastfood with a guarantee (Thm 3.2)"
+    transforms, diagonals = 2, 1
 
     def _build(self) -> None:
         self._common()
@@ -79,6 +99,7 @@ class AFFD(_Preconditioned):
 class AFJL(_Preconditioned):
     name = "afjl"
     summary = "R_D sqrt(N/D) G H^pi1 B x: the cheapest lookup-free sketch (one transform)"
+    transforms, diagonals = 1, 0
 
     def _build(self) -> None:
         self._common()

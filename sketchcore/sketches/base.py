@@ -5,11 +5,15 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from .._errors import InvalidOptionError, unknown
+from .._errors import InvalidOptionError, describe_value, unknown
 from ..kernels import pad_last
-from ..structure import ParamCache
+from ..structure import ParamCache, arrays_sha256, host_memory_bytes
 
-__all__ = ["SketchAlgorithm", "check_pow2_option", "check_int_option"]
+__all__ = ["SketchAlgorithm", "check_pow2_option", "check_int_option", "MAX_PADDED_LENGTH"]
+
+#: the longest (padded) vector an operator may transform: the jax and cupy kernels gather with
+#: int32 indices, so a padded length must stay <= 2**31
+MAX_PADDED_LENGTH = 2**31
 
 
 class SketchAlgorithm:
@@ -40,15 +44,21 @@ class SketchAlgorithm:
         self.params = ParamCache()
         limit = self.max_out_dim()
         if out_dim > limit:
-            raise InvalidOptionError(
-                f"out_dim={out_dim} is larger than algo={self.name!r} allows for in_dim={in_dim} "
-                f"(at most {limit}, the padded input size); lower out_dim or use algo='dense'."
-            )
+            raise InvalidOptionError(self.out_dim_error(limit))
+        self._sha256: str | None = None
         self._build()
 
     # ---- to implement -----------------------------------------------------------------------
     def max_out_dim(self) -> int:
         raise NotImplementedError
+
+    def out_dim_error(self, limit: int) -> str:
+        """The message for ``out_dim > max_out_dim()``: the value, the limit and the fix."""
+        return (
+            f"out_dim={self.out_dim} is larger than algo={self.name!r} allows for "
+            f"in_dim={self.in_dim} (at most {limit}, the padded input size); lower out_dim to "
+            f"at most {limit}, or use algo='dense' (any out_dim up to 2**24)."
+        )
 
     def _build(self) -> None:
         raise NotImplementedError
@@ -69,16 +79,73 @@ class SketchAlgorithm:
         width = max(getattr(self, "n_pad", self.in_dim), self.out_dim)
         return max(1, self.SCRATCH_ELEMENTS // width)
 
+    def identity_samples(self) -> dict:
+        """Extra arrays for ``params_sha256`` from an algorithm that keeps no host parameters
+        (it regenerates its numbers): a fixed sample of what it generates. Default: none."""
+        return {}
+
     # ---- helpers ----------------------------------------------------------------------------
+    def params_sha256(self) -> str:
+        """sha256 of the operator's numbers: its primary host parameters (``ParamCache.sha256``),
+        plus ``identity_samples()`` where it keeps none. Computed on first use and cached."""
+        if self._sha256 is None:
+            samples = self.identity_samples()
+            if samples:
+                primary = {k: v for k, v in self.params.host.items()
+                           if k not in self.params.derived}
+                self._sha256 = arrays_sha256({**primary, **{f"sample:{k}": v
+                                                            for k, v in samples.items()}})
+            else:
+                self._sha256 = self.params.sha256()
+        return self._sha256
+
     def describe(self) -> dict:
-        """What identifies this map (stored with sketches; equal descriptions = equal maps)."""
+        """What identifies this map (stored with sketches; equal descriptions = equal maps).
+
+        Besides the arguments (algo, sizes, seed, resolved options), ``params_sha256`` is a
+        sha256 over the map's actual numbers: every primary host parameter (name, dtype, shape,
+        raw bytes; derived arrays such as transposes are left out), or for a sketch that keeps
+        none (``dense``) a fixed sample of the numbers it generates. The arguments alone do not
+        pin the numbers: the Haar factors (``qk``, ``preconditioner="q"``) come from LAPACK's QR
+        and numpy does not promise stable random streams across versions. The digest is of the
+        raw float64 bytes, deliberately strict: a numpy or LAPACK build that changes even the
+        last bit of one parameter makes a different map, and a store written with the old one
+        is refused rather than silently mixed.
+        """
         return {
             "algo": self.name,
             "in_dim": self.in_dim,
             "out_dim": self.out_dim,
             "seed": self.seed,
             "options": {k: _plain(v) for k, v in sorted(self.opts.items())},
+            "params_sha256": self.params_sha256(),
         }
+
+    def check_fits(self, *, n_pad: int | None, param_bytes: int, cause: str = "", fix: str = "",
+                   length_cause: str = "") -> None:
+        """Refuse, before allocating anything, an operator whose padded vectors are longer than
+        ``MAX_PADDED_LENGTH`` or whose host parameters (``param_bytes``, what the build would
+        allocate) exceed this machine's memory. ``cause``/``fix`` name the option responsible
+        for the bytes and what to do; ``length_cause`` what sets the padded length (default
+        ``in_dim``)."""
+        if n_pad is not None and n_pad > MAX_PADDED_LENGTH:
+            raise InvalidOptionError(
+                f"algo={self.name!r}: {length_cause or f'in_dim={self.in_dim}'} pads each vector "
+                f"to {n_pad}{_pow2_text(n_pad)} coordinates, more than the 2**31 = "
+                f"{MAX_PADDED_LENGTH} a padded vector may have (the jax and cupy kernels index "
+                f"it with int32); the operator would need {param_bytes} bytes "
+                f"({_gib(param_bytes)}) of host parameters and {4 * n_pad} bytes "
+                f"({_gib(4 * n_pad)}) for each float32 vector it transforms. Split the vector "
+                "and sketch its parts with independent operators, summed (the block-sum form; "
+                "GradientSketcher(layout='blocks') does this per tensor)."
+            )
+        memory = host_memory_bytes()
+        if memory is not None and param_bytes > memory:
+            raise InvalidOptionError(
+                f"algo={self.name!r}: {cause or f'in_dim={self.in_dim}'} needs {param_bytes} "
+                f"bytes ({_gib(param_bytes)}) of host parameters, more than this machine's "
+                f"{memory} bytes ({_gib(memory)}) of memory. {fix}".rstrip()
+            )
 
     @staticmethod
     def pad(xp, x, n):
@@ -87,6 +154,14 @@ class SketchAlgorithm:
     @staticmethod
     def scale(n: int, d: int) -> float:
         return math.sqrt(n / d)
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.3g} GiB"
+
+
+def _pow2_text(n: int) -> str:
+    return f" = 2**{n.bit_length() - 1}" if n & (n - 1) == 0 else ""
 
 
 def _plain(v):
@@ -104,10 +179,12 @@ def check_int_option(algo: str, name: str, value, low: int = 1) -> int:
         v = operator.index(value)
     except TypeError:
         raise InvalidOptionError(
-            f"{algo}: option {name} must be an integer >= {low}, got {value!r}."
+            f"{algo}: option {name} must be an integer >= {low}, got {describe_value(value)} "
+            f"({type(value).__name__})."
         ) from None
     if v < low:
-        raise InvalidOptionError(f"{algo}: option {name} must be >= {low}, got {v}.")
+        raise InvalidOptionError(
+            f"{algo}: option {name} must be >= {low}, got {describe_value(v)}.")
     return v
 
 
@@ -115,6 +192,7 @@ def check_pow2_option(algo: str, name: str, value, low: int = 2) -> int:
     v = check_int_option(algo, name, value, low)
     if v & (v - 1):
         raise InvalidOptionError(
-            f"{algo}: option {name} must be a power of two >= {low}, got {v} (e.g. {1 << (v.bit_length() - 1)})."
+            f"{algo}: option {name} must be a power of two >= {low}, got {describe_value(v)} "
+            f"(e.g. {describe_value(1 << (v.bit_length() - 1))})."
         )
     return v

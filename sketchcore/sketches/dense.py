@@ -28,6 +28,26 @@ class Dense(SketchAlgorithm):
     def max_out_dim(self) -> int:
         return MAX_DENSE_OUT
 
+    def out_dim_error(self, limit: int) -> str:
+        return (
+            f"out_dim={self.out_dim} is larger than algo='dense' allows (at most {limit} = 2**24: "
+            "each regenerated block of G holds at least one full row of out_dim Gaussians); "
+            f"lower out_dim to at most {limit}, or use a structured sketch (algo='affd' or 'qk', "
+            "up to the padded in_dim) for a larger one."
+        )
+
+    #: rows of the first block hashed by ``identity_samples`` (about 4096 numbers)
+    _SAMPLE_ELEMENTS = 1 << 12
+
+    def identity_samples(self) -> dict:
+        """Dense keeps no parameters, so its identity digest covers a fixed sample of the
+        matrix it regenerates: the first rows of the first block and the last row of the last
+        block (the numbers as used, float32 and scaled). A change in numpy's Gaussian stream or
+        in the block keying changes them."""
+        first = self.block(0)
+        k = max(1, min(first.shape[0], self._SAMPLE_ELEMENTS // self.out_dim))
+        return {"first_rows": first[:k], "last_row": self.block(self.blocks - 1)[-1:]}
+
     def rows_per_call(self):
         """All rows at once: every call regenerates G, so splitting the batch would multiply
         the cost; the scratch is one block of G, independent of the batch."""

@@ -32,6 +32,8 @@ class FFD(SketchAlgorithm):
         self.nb = -(-self.in_dim // self.d_pad)
         self.n_pad = self.nb * self.d_pad
         self.s = self.scale(self.d_pad, self.out_dim)
+        # B, G, the permutation and its inverse: 8 bytes each per padded coordinate
+        self.check_fits(n_pad=self.n_pad, param_bytes=32 * self.n_pad)
         self.plan = KronPlan((self.d_pad,))
         shape = (self.nb, self.d_pad)
         self.params.add("B", rnd.signs(self.seed, "B", self.n_pad).reshape(shape))
@@ -40,7 +42,7 @@ class FFD(SketchAlgorithm):
         offsets = (np.arange(self.nb, dtype=np.int64) * self.d_pad)[:, None]
         inverse = np.argsort(perms, axis=1)
         self.params.add("perm", (perms + offsets).ravel())
-        self.params.add("perm_t", (inverse + offsets).ravel())
+        self.params.add("perm_t", (inverse + offsets).ravel(), derived=True)
 
     def _blocks(self, xp, z, name):
         batch = z.shape[:-2]

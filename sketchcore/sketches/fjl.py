@@ -35,6 +35,13 @@ class FJL(SketchAlgorithm):
         k = max(1, math.ceil(math.log2(self.n_pad))) if k is None else k
         self.k = check_int_option("fjl", "nnz_per_row", k)
         self.opts["nnz_per_row"] = self.k
+        default = max(1, math.ceil(math.log2(self.n_pad)))
+        self.check_fits(  # signs, and an index and a value per non-zero
+            n_pad=self.n_pad, param_bytes=8 * self.n_pad + 16 * self.out_dim * self.k,
+            cause=f"nnz_per_row={self.k} with out_dim={self.out_dim} (out_dim x nnz_per_row "
+                  "non-zeros, 16 bytes each)",
+            fix=f"Lower nnz_per_row (the default for this in_dim is {default}).",
+        )
         self.plan = KronPlan((self.n_pad,))
         self.params.add("B", rnd.signs(self.seed, "B", self.n_pad))
         cols = rnd.rng(self.seed, "fjl/cols").integers(0, self.n_pad, size=(self.out_dim, self.k))
@@ -58,8 +65,8 @@ class FJL(SketchAlgorithm):
         val_t = np.zeros((self.n_pad, width), dtype=np.float64)
         idx_t[cols, slot] = rows
         val_t[cols, slot] = vals
-        self.params.add("idx_t", idx_t)
-        self.params.add("vals_t", val_t)
+        self.params.add("idx_t", idx_t, derived=True)
+        self.params.add("vals_t", val_t, derived=True)
         self._t_built = True
 
     def forward(self, be, x):

@@ -44,7 +44,7 @@ class _Haar:
         for i, b in enumerate(sizes):
             q = rnd.haar_rows(seed, f"{prefix}/haar{i}", b, b)
             params.add(f"{prefix}/q{i}", q)
-            params.add(f"{prefix}/qt{i}", q.T.copy())
+            params.add(f"{prefix}/qt{i}", q.T.copy(), derived=True)
             self.names.append(f"{prefix}/q{i}")
             self.names_t.append(f"{prefix}/qt{i}")
 
@@ -70,5 +70,7 @@ def make_preconditioner(kind, params, prefix, seed, n, max_block, side):
     if kind == "q":
         return _Haar(params, prefix, seed, sizes)
     perms = [rnd.permutation(seed, f"{prefix}/perm{i}", b) for i, b in enumerate(sizes)]
+    for i, p in enumerate(perms):  # kept by the plan; registered so they count and are hashed
+        params.add(f"{prefix}/perm{i}", p)
     plan = KronPlan(sizes, row_perm=perms) if side == "rows" else KronPlan(sizes, col_perm=perms)
     return _Permuted("hadamard" if kind == "hadamard" else "hartley", plan)

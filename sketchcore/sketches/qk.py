@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 from .. import _random as rnd
-from .._errors import InvalidOptionError
+from .._errors import InvalidOptionError, describe_value
 from ..structure import balanced_factors, next_pow2
 from .base import SketchAlgorithm, check_int_option
 
@@ -32,7 +32,7 @@ class QK(SketchAlgorithm):
 
     def max_out_dim(self) -> int:
         given = self.opts.get("in_factors")
-        return math.prod(given) if given else next_pow2(self.in_dim)
+        return math.prod(_factors("in_factors", given)) if given else next_pow2(self.in_dim)
 
     def _shapes(self):
         o = self.opts
@@ -41,18 +41,22 @@ class QK(SketchAlgorithm):
                 "qk: give both in_factors and out_factors, or neither (automatic choice)."
             )
         if o["in_factors"] is not None:
-            ins = tuple(check_int_option("qk", "in_factors", b) for b in o["in_factors"])
-            outs = tuple(check_int_option("qk", "out_factors", d) for d in o["out_factors"])
+            ins = _factors("in_factors", o["in_factors"])
+            outs = _factors("out_factors", o["out_factors"])
+            show_in, show_out = describe_value(ins), describe_value(outs)
             if len(ins) != len(outs) or len(ins) < 2:
                 raise InvalidOptionError(
-                    f"qk: in_factors {ins} and out_factors {outs} need the same length K >= 2."
+                    f"qk: in_factors {show_in} and out_factors {show_out} need the same length "
+                    "K >= 2."
                 )
             if any(d > b for d, b in zip(outs, ins)):
-                raise InvalidOptionError(f"qk: need out_factors <= in_factors, got {outs} vs {ins}.")
+                raise InvalidOptionError(
+                    f"qk: need out_factors <= in_factors, got {show_out} vs {show_in}.")
             if math.prod(ins) < self.in_dim or math.prod(outs) < self.out_dim:
                 raise InvalidOptionError(
-                    f"qk: prod(in_factors)={math.prod(ins)} must be >= in_dim={self.in_dim} and "
-                    f"prod(out_factors)={math.prod(outs)} >= out_dim={self.out_dim}."
+                    f"qk: prod(in_factors)={describe_value(math.prod(ins))} must be >= "
+                    f"in_dim={self.in_dim} and prod(out_factors)={describe_value(math.prod(outs))}"
+                    f" >= out_dim={self.out_dim}."
                 )
             return ins, outs
         n_pad = next_pow2(self.in_dim)
@@ -66,11 +70,19 @@ class QK(SketchAlgorithm):
         return ins, outs
 
     def _build(self) -> None:
+        given = self.opts["in_factors"] is not None
         ins, outs = self._shapes()
         self.opts["in_factors"], self.opts["out_factors"] = ins, outs
         self.opts["num_factors"] = len(ins)
         self.n_pad = math.prod(ins)
         self.d_pad = math.prod(outs)
+        self.check_fits(  # each factor, its transpose, and the QR's Gaussian and Q
+            n_pad=self.n_pad, param_bytes=sum(4 * 8 * b * d for b, d in zip(ins, outs)),
+            cause=f"in_factors={describe_value(list(ins))} with "
+                  f"out_factors={describe_value(list(outs))}",
+            fix="Use more, smaller factors (e.g. num_factors=3, or the automatic choice).",
+            length_cause=f"in_factors={describe_value(list(ins))}" if given else "",
+        )
         self.s = self.scale(self.n_pad, self.out_dim)
         for i, (d, b) in enumerate(zip(outs, ins)):
             q = rnd.haar_rows(self.seed, f"qk/Q{i}", d, b)
@@ -89,3 +101,13 @@ class QK(SketchAlgorithm):
         z = self.pad(xp, y * self.s, self.d_pad)
         z = be.kron_matmul(z, [self.params.get(xp, z, f"QT{i}") for i in range(self.k)])
         return z[..., : self.in_dim]
+
+
+def _factors(name: str, value) -> tuple[int, ...]:
+    """A factor shape option: a tuple or list of integers >= 1."""
+    if not isinstance(value, (tuple, list)):
+        raise InvalidOptionError(
+            f"qk: option {name} must be a tuple of integers, got {describe_value(value)} "
+            f"({type(value).__name__}); pass e.g. {name}=(64, 64)."
+        )
+    return tuple(check_int_option("qk", name, b) for b in value)
