@@ -352,3 +352,41 @@ def test_crafted_array_layout_is_refused(tmp_path):
     (path / "zarr.json").write_text("[1, 2")
     with pytest.raises(StoreFormatError, match="not a readable sketch store"):
         SketchStore.open(path, mode="r")
+
+
+# ---- the map's numbers are part of the identity ----------------------------------------------------
+
+class SketchedLinear(LinearSketcher):
+    """LinearSketcher's rows sketched with a real operator (so the store records its digest)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.sketch = sk.Sketch(algo="qk", in_dim=4, out_dim=2, seed=seed)
+        self.out_dim = 2
+
+    def sketch_batch(self, batch):
+        return np.asarray(self.sketch(super().sketch_batch(batch)), dtype=np.float32)
+
+
+def test_store_identity_holds_the_operator_digest(tmp_path, monkeypatch):
+    from sketchcore_tda.build import sketcher_identity
+
+    path = tmp_path / "s.zarr"
+    build_store(path, SketchedLinear(), data(), batch_size=4, chunk_rows=8, progress=False)
+    store = SketchStore.open(path, mode="r")
+    digest = store.metadata["sketch"]["params_sha256"]
+    assert digest == SketchedLinear().sketch.describe()["params_sha256"] and len(digest) == 64
+    store.check_sketch(sketcher_identity(SketchedLinear()))
+    # a library whose random stream (or LAPACK's QR) changed builds another map from the same
+    # description: a query or resume with it is refused instead of mixing two maps
+    import sketchcore._random as rnd
+
+    real = rnd.gaussians
+    monkeypatch.setattr(rnd, "gaussians", lambda *a, **k: real(*a, **k) * (1 + 1e-15))
+    changed = SketchedLinear()
+    assert changed.sketch.describe()["params_sha256"] != digest
+    with pytest.raises(sk.StoreMismatchError, match="sketch.params_sha256"):
+        store.check_sketch(sketcher_identity(changed))
+    SketchStore.open(path)._complete[0] = 0
+    with pytest.raises(sk.StoreMismatchError, match="sketch.params_sha256"):
+        build_store(path, changed, data(), batch_size=4, chunk_rows=8, progress=False)
