@@ -1,7 +1,7 @@
 """sketchcore_tda: training data attribution with gradient sketches.
 
 Registers the analysis ``tda``: its Python API is ``sketchcore_tda.api`` and its command is
-``sketchcore tda {build,scores,evaluate,info,verify}``. Importing this package imports nothing heavy
+``sketchcore tda {build,scores,evaluate,info,verify,lds}``. Importing this package imports nothing heavy
 (no torch, zarr or ray); those load when a command or API function runs.
 """
 

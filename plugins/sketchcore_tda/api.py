@@ -9,11 +9,32 @@ Build a store of per-example train gradient sketches, then score test examples a
     build_store("train.zarr", gs, (x_train, y_train))
     result = attribute(SketchStore.open("train.zarr"), gs, (x_test, y_test), k=10)
     print(result.format_table())
+
+TRAK: sketch the gradients of a model output function (the margin) with out-to-loss weights,
+one store per model of an ensemble, and average::
+
+    from sketchcore_tda.api import TRAKSketcher, build_trak_store, attribute_checkpoints
+
+    ts = TRAKSketcher(model, output="margin", sketch=dict(algo="affd", out_dim=2048, seed=0))
+    build_trak_store("trak-0.zarr", ts, (x_train, y_train))
+    result = attribute_checkpoints([(SketchStore.open("trak-0.zarr"), ts)], (x_test, y_test),
+                                   method="trak")
+
+``lds(task, ...)`` measures how well each method's scores predict models retrained on subsets.
 """
 
 from .build import BuildSummary, build_store, sketcher_identity
 from .evaluate import Evaluation, evaluate, exact_gradients, layer_groups
-from .query import attribute, attribute_checkpoints, check_sketcher, sketch_data, sketch_spec
+from .lds import LDSResult, lds, linear_datamodeling_score
+from .outputs import MARGIN, OutputFunction
+from .query import (
+    attribute,
+    attribute_checkpoints,
+    check_sketcher,
+    score_checkpoints,
+    sketch_data,
+    sketch_spec,
+)
 from .scores import (
     METHODS,
     Attribution,
@@ -21,10 +42,12 @@ from .scores import (
     Preconditioner,
     score_matrix,
     self_influence,
+    soft_threshold,
     top_k,
 )
 from .store import SketchStore
 from .task import TDATask, load_task, make_sketcher
+from .trak import TRAKSketcher, build_trak_store, trak_sketcher, write_out_to_loss
 
 __all__ = [
     "build_store",
@@ -50,4 +73,15 @@ __all__ = [
     "TDATask",
     "load_task",
     "make_sketcher",
+    "soft_threshold",
+    "score_checkpoints",
+    "OutputFunction",
+    "MARGIN",
+    "TRAKSketcher",
+    "trak_sketcher",
+    "build_trak_store",
+    "write_out_to_loss",
+    "lds",
+    "LDSResult",
+    "linear_datamodeling_score",
 ]

@@ -66,7 +66,8 @@ def sketcher_identity(gs) -> dict:
 
 def _plan_sketch(plan) -> dict:
     """Description of a ``SketchPlan``'s map: the flat sketch's own description, or the common
-    spec plus each block's map in the blocks layout."""
+    spec plus each block's map in the blocks and factored layouts (a factored layout's Kronecker
+    block describes both factors, each with its own parameter digest)."""
     if plan.identity:
         return {"algo": "none"}
     if plan.layout == "flat":

@@ -1,4 +1,5 @@
-"""``sketchcore tda``: build a sketch store, score test examples, evaluate against exact, inspect.
+"""``sketchcore tda``: build a sketch store, score test examples, evaluate against exact, measure
+the LDS, inspect.
 
 Only argparse is imported here; each handler imports what it needs when it runs.
 """
@@ -33,7 +34,7 @@ def add_cli(subparsers) -> None:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--sketch-option", action="append", default=[], metavar="KEY=VALUE",
                    help="algorithm option, e.g. preconditioner=fft (repeatable)")
-    b.add_argument("--layout", default="flat", choices=["flat", "blocks"])
+    b.add_argument("--layout", default="flat", choices=["flat", "blocks", "factored"])
     b.add_argument("--mode", default="explicit", choices=["explicit", "implicit"])
     b.add_argument("--batch-size", type=int, default=32)
     b.add_argument("--chunk-rows", type=int, default=None,
@@ -43,6 +44,10 @@ def add_cli(subparsers) -> None:
     b.add_argument("--workers", type=int, default=2, help="Ray workers (engine ray)")
     b.add_argument("--overwrite", action="store_true",
                    help="replace a store built with another sketch or model")
+    b.add_argument("--trak", action="store_true",
+                   help="a TRAK store: sketches of the gradients of the model output function "
+                        "(the margin; a task may set info['trak_output']) and each example's "
+                        "out-to-loss weight, for --method trak")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=_build)
 
@@ -58,9 +63,17 @@ def add_cli(subparsers) -> None:
                         "code chosen by whoever built the store: use it only for stores you "
                         "built or trust. Without --task or this flag, scores stops and prints "
                         "the recorded task and the command to run")
-    s.add_argument("--method", default="dot", choices=["dot", "cosine", "trak"])
+    s.add_argument("--method", default="dot", choices=["dot", "cosine", "gauss-newton", "trak"],
+                   help="trak: TRAK, on stores built with --trak (ensemble: one --store per "
+                        "model, averaged); gauss-newton: (S^T S + lambda I)^-1 on loss gradients "
+                        "(called trak before)")
     s.add_argument("--damping", type=float, default=None,
-                   help="trak: lambda in (S^T S + lambda I)^-1 (default 1e-3 x mean diagonal)")
+                   help="gauss-newton/trak: lambda in (S^T S + lambda I)^-1 (default: "
+                        "gauss-newton 1e-3 x mean diagonal of S^T S, trak --relative-damping 1)")
+    s.add_argument("--relative-damping", type=float, default=None,
+                   help="lambda = this x tr(S^T S) / min(n, D), the mean nonzero eigenvalue")
+    s.add_argument("--soft-threshold", type=float, default=None,
+                   help="TRAK's soft-thresholding: scores become sign(x) max(|x| - this, 0)")
     s.add_argument("-k", "--top-k", type=int, default=5)
     s.add_argument("--self-influence", action="store_true",
                    help="rank train examples by self-influence instead of scoring test examples")
@@ -80,6 +93,35 @@ def add_cli(subparsers) -> None:
     e.add_argument("--layers", default="module", choices=["module", "tensor", "none"])
     e.add_argument("--out", default="tda-eval", help="folder for table.txt, results.json, plot")
     e.set_defaults(func=_evaluate)
+
+    d = sub.add_parser(
+        "lds", help="linear datamodeling score: do the scores predict retrained models?",
+        description="Train models on random alpha-subsets of the task's training set (cached), "
+        "record their outputs on the test examples, and report per method, algorithm and D the "
+        "mean Spearman correlation between the outputs the scores predict and the measured ones. "
+        "The task function must accept train_subset= and model_seed= (tasks:digits does).")
+    _task_args(d)
+    d.add_argument("--methods", default="trak",
+                   help="comma-separated of trak, gauss-newton, dot, cosine (default trak)")
+    d.add_argument("--algos", default="affd", help="comma-separated sketch algorithms")
+    d.add_argument("--log2-dims", default="9,10,11", help="comma-separated log2 D values")
+    d.add_argument("--exact", action="store_true",
+                   help="also unsketched features (D = N; small models only)")
+    d.add_argument("--num-models", type=int, default=50, help="subset models M (default 50)")
+    d.add_argument("--alpha", type=float, default=0.5, help="subset fraction (default 0.5)")
+    d.add_argument("--ensemble", type=int, default=1,
+                   help="full-data models whose scores are averaged (default 1)")
+    d.add_argument("--n-test", type=int, default=None, help="score the first N test examples")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--damping", type=float, default=None)
+    d.add_argument("--relative-damping", type=float, default=None)
+    d.add_argument("--soft-threshold", type=float, default=None)
+    d.add_argument("--batch-size", type=int, default=64)
+    d.add_argument("--cache", default="lds-cache",
+                   help="folder of subsets, models, outputs and stores (shared; resumable)")
+    d.add_argument("--out", default="tda-lds", help="folder for table.txt, results.json, plot")
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(func=_lds)
 
     i = sub.add_parser("info", help="a store's metadata and completeness")
     i.add_argument("--store", required=True)
@@ -108,10 +150,17 @@ def _build(args) -> int:
 
     task_args = parse_task_args(args.task_arg)
     task = load_task(args.task, task_args)
+    build = build_store
     sketch = {"algo": args.algo, "out_dim": args.dim, "seed": args.seed,
               **_sketch_options(args.sketch_option)}
-    gs = make_sketcher(task, sketch, layout=args.layout, mode=args.mode)
-    summary = build_store(
+    if args.trak:
+        from .trak import build_trak_store, trak_sketcher
+
+        gs = trak_sketcher(task, sketch, layout=args.layout, mode=args.mode)
+        build = build_trak_store
+    else:
+        gs = make_sketcher(task, sketch, layout=args.layout, mode=args.mode)
+    summary = build(
         args.store, gs, task.train, ids=task.train_ids, batch_size=args.batch_size,
         chunk_rows=args.chunk_rows, engine=args.engine, num_workers=args.workers,
         progress=not args.no_progress, overwrite=args.overwrite,
@@ -128,6 +177,7 @@ def _scores(args) -> int:
     from .scores import Checkpoint, self_influence, top_k
     from .store import SketchStore
     from .task import load_task, make_sketcher, parse_task_args
+    from .trak import trak_sketcher
 
     stores = [SketchStore.open(p, mode="r") for p in args.store]
     weights = args.weight or [1.0] * len(stores)
@@ -135,7 +185,7 @@ def _scores(args) -> int:
         raise SystemExit(f"got {len(weights)} --weight values for {len(stores)} --store values.")
     if args.self_influence:
         ids, vals = self_influence(stores, method=args.method, damping=args.damping,
-                                   weights=weights)
+                                   weights=weights, relative_damping=args.relative_damping)
         order = np.argsort(-vals, kind="stable")
         print(f"train examples with the highest self-influence ({args.method}):")
         print(f"{'rank':>5}  {'train id':>9}  {'self-influence':>15}")
@@ -148,13 +198,15 @@ def _scores(args) -> int:
     for store, w in zip(stores, weights):
         spec, targs = _task_for(store, args)
         task = load_task(spec, targs)
-        gs = make_sketcher(task, sketch_spec(store), layout=store.metadata["layout"],
-                           mode=store.metadata["mode"])
+        maker = trak_sketcher if store.train_weights_record is not None else make_sketcher
+        gs = maker(task, sketch_spec(store), layout=store.metadata["layout"],
+                   mode=store.metadata["mode"])
         check_sketcher(store, gs)
         cps.append(Checkpoint(store, sketch_data(gs, task.test, batch_size=args.batch_size), w))
         test_ids = task.test_ids
     result = top_k(cps, k=args.top_k, method=args.method, damping=args.damping,
-                   test_ids=test_ids)
+                   test_ids=test_ids, relative_damping=args.relative_damping,
+                   soft_threshold=args.soft_threshold)
     print(result.format_table(max_tests=args.max_print))
     if args.json:
         result.to_json(args.json)
@@ -241,6 +293,34 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _lds(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .lds import lds
+    from .task import parse_task_args
+
+    def names(text):
+        return [x.strip() for x in text.split(",") if x.strip()]
+
+    res = lds(args.task, parse_task_args(args.task_arg), methods=names(args.methods),
+              algos=names(args.algos), log2_dims=[int(k) for k in names(args.log2_dims)],
+              exact=args.exact, num_models=args.num_models, alpha=args.alpha,
+              ensemble=args.ensemble, n_test=args.n_test, cache=args.cache, seed=args.seed,
+              damping=args.damping, relative_damping=args.relative_damping,
+              soft_threshold=args.soft_threshold, batch_size=args.batch_size,
+              progress=not args.no_progress)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = res.format_table()
+    print(table)
+    (out / "table.txt").write_text(table + "\n")
+    (out / "results.json").write_text(json.dumps(res.to_dict(), indent=1))
+    res.plot(out / "lds_vs_log2D.png", title=f"{args.task}: LDS vs sketch dimension")
+    print(f"\nwrote {out / 'table.txt'}, {out / 'results.json'}, {out / 'lds_vs_log2D.png'}")
+    return 0
+
+
 def _info(args) -> int:
     import json
 
@@ -273,6 +353,8 @@ def _verify(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if store.train_weights_record is not None:  # a TRAK store: its out-to-loss weights too
+        problems += store.verify_train_weights()
     if args.json:
         with open(args.json, "w") as f:
             json.dump([p.__dict__ for p in problems], f, indent=1)

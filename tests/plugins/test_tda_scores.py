@@ -71,19 +71,41 @@ def test_dot_and_cosine_equal_exact_with_orthogonal_sketch(orthogonal_setup):
     np.testing.assert_allclose(cos, exact / norms, rtol=1e-5, atol=1e-6)
 
 
-def test_trak_equals_exact_preconditioned_product_with_orthogonal_sketch(orthogonal_setup):
+def test_gauss_newton_equals_exact_preconditioned_product_with_orthogonal_sketch(
+        orthogonal_setup):
     store, g_train, g_test, s_test = orthogonal_setup
     g = g_train.astype(np.float64)
     lam = 0.05
     exact = g_test @ np.linalg.solve(g.T @ g + lam * np.eye(g.shape[1]), g.T)
-    _, trak = score_matrix(store, s_test, method="trak", damping=lam)
-    np.testing.assert_allclose(trak, exact, rtol=1e-4, atol=1e-6 * np.abs(exact).max())
+    _, gn = score_matrix(store, s_test, method="gauss-newton", damping=lam)
+    np.testing.assert_allclose(gn, exact, rtol=1e-4, atol=1e-6 * np.abs(exact).max())
     # default damping: 1e-3 x mean diagonal of S^T S (= of G^T G, since Phi is orthogonal)
     pre = Preconditioner(store)
     assert pre.damping == pytest.approx(1e-3 * np.trace(g.T @ g) / g.shape[1], rel=1e-5)
-    _, si = self_influence(store, method="trak", damping=lam)
+    # relative damping: c x the mean nonzero eigenvalue tr(S^T S) / min(n, D) (n=40 < D=64)
+    pre = Preconditioner(store, relative_damping=0.5)
+    assert pre.damping == pytest.approx(0.5 * np.trace(g.T @ g) / 40, rel=1e-5)
+    _, si = self_influence(store, method="gauss-newton", damping=lam)
     exact_si = np.einsum("ij,ji->i", g, np.linalg.solve(g.T @ g + lam * np.eye(64), g.T))
     np.testing.assert_allclose(si, exact_si, rtol=1e-4)
+
+
+@given(n=st.integers(2, 30), d=st.integers(2, 30), chunk=st.integers(1, 12),
+       lam=st.floats(1e-3, 10.0), seed=st.integers(0, 2**16))
+def test_primal_and_dual_kernels_agree(n, d, chunk, lam, seed, tmp_path_factory):
+    """(S^T S + lam I)^-1 t by the D x D factorization and by Woodbury on the n x n kernel."""
+    rng = np.random.default_rng(seed)
+    sketches = rng.standard_normal((n, d)).astype(np.float32)
+    t = rng.standard_normal((3, d))
+    store = make_store(tmp_path_factory.mktemp("forms") / "s.zarr", sketches, chunk)
+    primal = Preconditioner(store, lam, form="primal").solve(t)
+    dual = Preconditioner(store, lam, form="dual").solve(t)
+    s64 = sketches.astype(np.float64)
+    exact = np.linalg.solve(s64.T @ s64 + lam * np.eye(d), t.T).T
+    scale = np.abs(exact).max()
+    assert np.abs(primal - exact).max() <= 1e-8 * scale
+    assert np.abs(dual - exact).max() <= 1e-6 * scale  # Woodbury divides by lam: looser
+    assert Preconditioner(store, lam).form == ("primal" if d <= n else "dual")
 
 
 def test_self_influence_and_checkpoint_sum_equal_exact(orthogonal_setup, tmp_path):
@@ -185,9 +207,18 @@ def test_attribution_outputs_round_trip(orthogonal_setup, tmp_path):
 
 def test_bad_arguments_are_refused(orthogonal_setup):
     store, _g, _t, s_test = orthogonal_setup
-    with pytest.raises(ValueError, match="allowed: dot, cosine, trak"):
+    with pytest.raises(ValueError, match="allowed: dot, cosine, gauss-newton, trak"):
         score_matrix(store, s_test, method="influence")
     with pytest.raises(ValueError, match=r"shape \(m, 64\)"):
         score_matrix(store, s_test[:, :10])
     with pytest.raises(ValueError, match="damping must be > 0"):
-        score_matrix(store, s_test, method="trak", damping=0.0)
+        score_matrix(store, s_test, method="gauss-newton", damping=0.0)
+    with pytest.raises(ValueError, match="not both"):
+        score_matrix(store, s_test, method="gauss-newton", damping=1.0, relative_damping=1.0)
+    with pytest.raises(ValueError, match="relative_damping must be a number > 0"):
+        score_matrix(store, s_test, method="gauss-newton", relative_damping=-1.0)
+    # the loss-gradient store has no out-to-loss weights: TRAK refuses it and names the rename
+    with pytest.raises(ValueError, match="gauss-newton"):
+        score_matrix(store, s_test, method="trak")
+    with pytest.raises(ValueError, match="soft_threshold must be a number >= 0"):
+        score_matrix(store, s_test, soft_threshold=-0.1)

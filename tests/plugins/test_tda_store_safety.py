@@ -247,7 +247,7 @@ def _start_slow_build(tmp_path, path, delay):
 
 def test_second_build_and_overwrite_are_refused_while_a_build_runs(tmp_path):
     path = tmp_path / "s.zarr"
-    proc = _start_slow_build(tmp_path, path, delay=5.0)  # 50 s unless killed
+    proc = _start_slow_build(tmp_path, path, delay=60.0)  # holds the lock until killed
     try:
         for extra in ([], ["--overwrite"]):
             code, out, err = cli("tda", "build", "--task", "sketchcore_tda.tasks:digits",
