@@ -37,6 +37,9 @@ RUNS = {
     "gradients": ("1d. Per-example gradients with and without sketching (GPT-2 config model)",
                   ["benchmarks/bench_gradients.py", "--out", "bench-out/gradients"],
                   ["bench-out/gradients/*.png"]),
+    "factored": ("1e. Factored gradient sketches: throughput, memory, accuracy, a peer, "
+                 "GPT-2-small scale", ["benchmarks/bench_factored.py", "--threads", "1",
+                                       "--out", "bench-out/factored"], []),
     "tda": ("2. Accuracy: gradient inner products (TDA) vs exact; layer selection",
             ["benchmarks/bench_tda.py", "--out", "bench-out/tda"], ["bench-out/tda/*/*.png"]),
     "spectrum": ("3. Eigenvalues: Table-7-style error; memory; evolution over training",
@@ -48,6 +51,11 @@ RUNS = {
     "memory": ("5. Memory: peak extra memory of one apply per backend and algorithm (the dense "
                "and scikit-learn baselines: section 1c, part (c))",
                ["benchmarks/bench_memory.py"], []),
+    "trak": ("6. TRAK side by side with traker: agreement, time, LDS vs D and ensemble size",
+             ["benchmarks/bench_trak.py", "--out", "bench-out/trak"], ["bench-out/trak/*.png"]),
+    "sketches_extra": ("7. SJLT and SRHT beside the paper's sketches; the evidence behind "
+                       "out_dim='auto'; SketchProjection vs scikit-learn",
+                       ["benchmarks/bench_sketches_extra.py"], []),
 }
 
 
@@ -117,6 +125,12 @@ def assemble() -> Path:
                 out += [f"![{png.stem}](results/{dest.name})", ""]
         if commentary.get(name):
             out += [f"**Reading {name}.** " + commentary[name], ""]
+    # the GPU section comes from a GPU machine's run saved under docs/results/gpu (see
+    # benchmarks/gpu_report.py), or says that the check has not run on a GPU yet
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_report import section as gpu_section
+
+    out += [gpu_section(FIGS / "gpu"), ""]
     path = ROOT / "docs" / "results.md"
     path.write_text("\n".join(out))
     return path

@@ -1,7 +1,8 @@
 """sketchcore: structured random sketches of gradients and Hessian-vector products.
 
-``sketch``/``Sketch`` apply seeded linear maps ``R^N -> R^D`` (dense, fjl, ffd, affd, afjl, qk)
-written once against the array API; backends (numpy, numba, torch, jax, cupy) and analyses (TDA,
+``sketch``/``Sketch`` apply seeded linear maps ``R^N -> R^D`` (dense, fjl, ffd, affd, afjl, qk,
+sjlt, srht) written once against the array API; ``quality`` measures what a sketch size D buys on
+your vectors; backends (numpy, numba, torch, jax, cupy) and analyses (TDA,
 Hessian spectra, intrinsic dimension) are plugins found through entry points.
 """
 
@@ -13,10 +14,13 @@ from ._errors import (
     StoreMismatchError,
     UnknownNameError,
 )
+from . import quality
 from .analysis import Analysis
 from .api import Sketch, algorithms, analyses, backends, resolve_backend, sketch
 from .backend import Backend
 from .hookspecs import hookimpl
+from .quality import auto_out_dim
+from .sketches.base import SketchAlgorithm
 from .structure import KronPlan
 
 __version__ = "0.1.0"
@@ -28,7 +32,10 @@ __all__ = [
     "backends",
     "analyses",
     "resolve_backend",
+    "quality",
+    "auto_out_dim",
     "Backend",
+    "SketchAlgorithm",
     "Analysis",
     "KronPlan",
     "hookimpl",

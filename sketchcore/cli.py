@@ -1,4 +1,10 @@
-"""The ``sketchcore`` command: ``info`` here; analysis plugins add their own subcommands.
+"""The ``sketchcore`` command: ``info`` and ``quality`` here; analysis plugins add their own
+subcommands.
+
+``sketchcore info`` lists algorithms, backends and analyses without importing any array library
+(a backend whose library is missing is reported from ``importlib.util.find_spec``); ``sketchcore
+info --check`` imports each backend and runs its ``check()``. ``sketchcore quality FILE.npy``
+measures what each sketch size buys on the user's vectors (``sketchcore.quality``).
 
 Errors on the command line (``sketchcore ...`` or ``python -m sketchcore.cli ...``):
 
@@ -44,7 +50,7 @@ PROG = "sketchcore"
 
 def _info(args) -> int:
     from . import __version__
-    from .api import algorithms, analyses, backends
+    from .api import algorithms, analyses
     from .registry import registry
 
     reg = registry()
@@ -52,9 +58,16 @@ def _info(args) -> int:
     print("\nalgorithms:")
     for name in algorithms():
         print(f"  {name:<8} {reg.algorithms[name].summary}")
-    print("\nbackends:")
-    for b in backends():
-        state = "usable" if b.usable else f"not usable: {b.reason}{_from(b.source, b.name)}"
+    check = bool(getattr(args, "check", False))
+    print("\nbackends:" if check else
+          "\nbackends (found; `sketchcore info --check` imports and tests each one):")
+    for b in reg.info(check=check):
+        if b.usable is None:
+            state = "found; not checked whether usable"
+        elif b.usable:
+            state = "usable"
+        else:
+            state = f"not usable: {b.reason}{_from(b.source, b.name)}"
         print(f"  {b.name:<8} priority {b.priority:<3} {state}")
     print("\nanalyses:")
     cli_faulty = set()
@@ -69,6 +82,65 @@ def _info(args) -> int:
     for name, err in sorted(reg.errors.items()):
         if reg.error_group.get(name) != "sketchcore.backends" and name not in cli_faulty:
             print(f"  {name:<14} not usable: plugin failed to load: {err}")
+    from .gpu_status import info_lines
+
+    gpu = info_lines(__version__)  # empty without a CUDA device; never imports an array library
+    if gpu:
+        print("\n" + "\n".join(gpu))
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    """``"64,256,1024"`` -> [64, 256, 1024] (an argparse type)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 64,256,1024, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _add_quality(sub) -> None:
+    p = sub.add_parser(
+        "quality", help="measure what each sketch size D buys on your own vectors (a .npy file)",
+        description="Sketch the rows of FILE at several D and print the distortion of norms and "
+                    "pairwise inner products and the Pearson r against exact inner products; "
+                    "recommend the smallest D within --target, beside scikit-learn's "
+                    "johnson_lindenstrauss_min_dim.")
+    p.add_argument("file", metavar="FILE.npy", help="an array of shape (n, N): n vectors")
+    p.add_argument("--algo", default="affd",
+                   help="algorithm(s), comma-separated (default affd; see `sketchcore info`)")
+    p.add_argument("--out-dims", type=_int_list, default=None, metavar="D,D,...",
+                   help="sketch sizes to try (default: powers of two from 16 to N or 2^14)")
+    p.add_argument("--target", type=float, default=0.1,
+                   help="largest relative distortion accepted (default 0.1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-vectors", type=int, default=1000,
+                   help="use the first rows only (the exact Gram matrix costs n^2 N; default "
+                        "1000)")
+    p.add_argument("--backend", default=None, help="backend name (default: the best for numpy)")
+    p.add_argument("--plot", default=None, metavar="PNG", help="also draw the curves (matplotlib)")
+    p.set_defaults(func=_quality)
+
+
+def _quality(args) -> int:
+    import numpy as np
+
+    from .quality import quality
+
+    x = np.load(args.file, allow_pickle=False, mmap_mode="r")
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"{args.file}: expected a .npy file holding one array (np.save), "
+                         "not an archive of several.")
+    algos = [a.strip() for a in args.algo.split(",") if a.strip()]
+    report = quality(x, algo=algos, out_dims=args.out_dims, target=args.target, seed=args.seed,
+                     backend=args.backend, max_vectors=args.max_vectors)
+    print(report.format_table())
+    if args.plot:
+        report.plot(args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -110,8 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="on an error, show the full traceback instead of one line (also SKETCHCORE_DEBUG=1)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("info", help="list algorithms, backends (usable or why not), analyses")
+    p = sub.add_parser("info", help="list algorithms, backends and analyses (fast: imports no "
+                                    "array library; --check tests each backend)")
+    p.add_argument("--check", action="store_true",
+                   help="import each backend's library and test whether it can run here")
     p.set_defaults(func=_info)
+    _add_quality(sub)
     reg = registry()
     for name, analysis in analyses().items():
         if analysis.add_cli is None:

@@ -20,6 +20,15 @@ Layouts (how the N selected parameters meet the sketch):
   to ``(x_l, 0)``. Every block sum is a sketch of the concatenated gradient with
   ``E <Phi x, Phi y> = <x, y>``, and each tensor's per-example gradient is sketched as soon as
   autodiff produces it, so the ``(B, N)`` matrix is never held.
+* ``"factored"``: the blocks layout, except that the weight of every layer whose per-example
+  gradient is a sum of outer products ``G = sum_t u_t v_t^T`` (linear, embedding and convolution
+  layers; the adapter says which, ``factorable()``) gets a Kronecker map
+  ``Phi_l vec(G) = vec(R G C^T)`` (``KroneckerSketch``: ``R`` sketches the weight's first axis,
+  ``C`` the rest, ``k_rows * k_cols = out_dim``). Then ``Phi_l vec(G) = sum_t (R u_t) x (C v_t)``
+  is computed from the layer's inputs and output gradients without forming ``G``
+  (``per_example_sketches`` in explicit mode); everything else about the map is as in
+  ``"blocks"``. The sketch's algorithm, seed and options make ``R`` and ``C`` (seeds hashed from
+  the seed, the tensor's name and the side).
 
 Modes: ``"explicit"`` sketches the computed gradient (autodiff hands each block's cotangent to
 ``Sketch.apply``); ``"implicit"`` differentiates ``omega -> L(theta0 + Phi^T omega)`` at 0 through
@@ -32,19 +41,25 @@ the mean over all examples (equal weights for equal batch sizes).
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import importlib
 import sys
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._errors import InvalidOptionError, ShapeError, SketchcoreError, unknown
+from ._errors import InvalidOptionError, ShapeError, SketchcoreError, describe_value, unknown
+from .structure import next_pow2
 
-__all__ = ["GradientSketcher", "SketchPlan", "Block", "find_adapter", "default_forward",
-           "PerExampleLoopWarning", "DEFAULT_SKETCH", "LAYOUTS", "MODES", "SMALL_BLOCKS", "block_seed"]
+__all__ = ["GradientSketcher", "SketchPlan", "Block", "KroneckerSketch", "AdapterBase",
+           "find_adapter",
+           "default_forward", "PerExampleLoopWarning", "MaterializedGradientWarning",
+           "DEFAULT_SKETCH", "LAYOUTS", "MODES", "SMALL_BLOCKS", "block_seed", "factor_seed",
+           "kronecker_dims"]
 
-LAYOUTS = ("flat", "blocks")
+LAYOUTS = ("flat", "blocks", "factored")
 MODES = ("explicit", "implicit")
 SMALL_BLOCKS = ("group", "pad")
 #: the sketch a ``GradientSketcher`` uses when none is given (copied, never mutated)
@@ -56,6 +71,13 @@ MAX_HESSIAN_PARAMS = 3000
 class PerExampleLoopWarning(UserWarning):
     """The framework could not vectorize per-example gradients of this model (the message says
     why); they are computed one example at a time instead (correct, slower)."""
+
+
+class MaterializedGradientWarning(UserWarning):
+    """The factored layout could not sketch a layer's weight from its inputs and output
+    gradients (the message says why: e.g. the tensor is also read outside its layer's forward);
+    its per-example gradient is materialized and sketched with the same map (same numbers,
+    slower)."""
 
 
 def default_forward(model_call, batch):
@@ -74,6 +96,156 @@ def block_seed(seed: int, name: str) -> int:
     digest = hashlib.blake2b(f"sketchcore/gradient-blocks/{seed}/{name}".encode(),
                              digest_size=8).digest()
     return int.from_bytes(digest, "little")
+
+
+def factor_seed(seed: int, name: str, side: str) -> int:
+    """The seed of the ``side`` (``"rows"`` or ``"cols"``) factor of tensor ``name``'s Kronecker
+    map in a factored-layout sketch with seed ``seed`` (a hash, like ``block_seed``)."""
+    digest = hashlib.blake2b(f"sketchcore/gradient-factors/{seed}/{name}/{side}".encode(),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def kronecker_dims(out_dim: int, rows: int, cols: int) -> tuple[int, int] | None:
+    """``(k_rows, k_cols)`` with ``k_rows * k_cols == out_dim`` for the Kronecker map of a
+    ``rows x cols`` weight, or None when there is none.
+
+    The rule: the most balanced factorization (the variance of the estimate grows like
+    ``1/k_rows + 1/k_cols``, see docs/algorithms.md), each factor at most its side's padded size
+    ``next_pow2(side)`` (what the structured sketches accept); on a tie the larger factor goes to
+    the longer side (the rows on equal sides). ``out_dim = 2^(2m)`` gives ``(2^m, 2^m)``.
+    """
+    best = None
+    caps = (next_pow2(rows), next_pow2(cols))
+    a = 1
+    while a * a <= out_dim:
+        if out_dim % a == 0:
+            small, large = a, out_dim // a
+            pairs = [(large, small), (small, large)] if rows >= cols else \
+                [(small, large), (large, small)]
+            for kr, kc in pairs:
+                if kr <= caps[0] and kc <= caps[1]:
+                    score = large / small
+                    if best is None or score < best[0]:
+                        best = (score, (kr, kc))
+                    break
+        a += 1
+    return None if best is None else best[1]
+
+
+class KroneckerSketch:
+    """``Phi vec(G) = vec(R G C^T)``: the Kronecker map ``R x C`` of a ``rows x cols`` weight
+    (row-major ``vec``), ``R`` a ``k_rows x rows`` and ``C`` a ``k_cols x cols`` sketch of the
+    library (any algorithm), ``k_rows * k_cols = out_dim``.
+
+    ``E[R^T R] = I`` and ``E[C^T C] = I`` make ``<Phi x, Phi y>`` unbiased. For a per-example
+    gradient ``G = sum_t u_t v_t^T``, ``Phi vec(G) = sum_t (R u_t) x (C v_t)``, which is how the
+    factored layout computes it without forming ``G``. ``R`` and ``C`` are materialized once as
+    dense matrices on the host (float64, through the numpy reference backend: ``Phi^T`` of the
+    identity) and moved into each array library once: applying them is two small matmuls per
+    token, ``k_rows * rows + k_cols * cols`` multiply-adds. Has the part of the ``Sketch``
+    interface the gradient layer uses: ``apply``, ``transpose``, ``describe``, ``in_dim``,
+    ``out_dim``, ``algo``, ``seed``, ``options``.
+    """
+
+    def __init__(self, *, algo: str, rows: int, cols: int, out_dim: int, seed: int, name: str,
+                 **options):
+        from .api import Sketch
+
+        dims = kronecker_dims(out_dim, rows, cols)
+        if dims is None:
+            raise ShapeError(
+                f"no Kronecker map of out_dim={out_dim} fits a {rows} x {cols} weight ({name}): "
+                "out_dim must be k_rows * k_cols with k_rows <= next_pow2(rows) and k_cols <= "
+                "next_pow2(cols).")
+        self.name = name
+        self.rows, self.cols = int(rows), int(cols)
+        self.k_rows, self.k_cols = dims
+        self.in_dim = self.rows * self.cols
+        self.out_dim = int(out_dim)
+        self.algo = algo
+        self.seed = seed
+        self.options = dict(options)
+        self.row_sketch = Sketch(algo=algo, in_dim=self.rows, out_dim=self.k_rows,
+                                 seed=factor_seed(seed, name, "rows"), **options)
+        self.col_sketch = Sketch(algo=algo, in_dim=self.cols, out_dim=self.k_cols,
+                                 seed=factor_seed(seed, name, "cols"), **options)
+        self._params = None
+
+    def __repr__(self) -> str:
+        return (f"KroneckerSketch({self.name!r}, {self.rows} x {self.cols} -> "
+                f"{self.k_rows} x {self.k_cols}, algo={self.algo!r})")
+
+    def host_matrices(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(R, C)`` as float64 numpy matrices of shapes ``(k_rows, rows)``, ``(k_cols, cols)``."""
+        p = self._cache()
+        return p.host["R"], p.host["C"]
+
+    def _cache(self):
+        if self._params is None:
+            from .structure import ParamCache
+
+            p = ParamCache()
+            for key, op in (("R", self.row_sketch), ("C", self.col_sketch)):
+                eye = np.eye(op.out_dim, dtype=np.float64)
+                p.add(key, np.ascontiguousarray(np.asarray(op.transpose(eye, backend="numpy"),
+                                                           dtype=np.float64)))
+            self._params = p
+        return self._params
+
+    def matrices(self, like):
+        """``(R, C)`` in ``like``'s array library, device and floating dtype (cached)."""
+        from ._namespace import namespace_of
+
+        xp = namespace_of(like)
+        p = self._cache()
+        return p.get(xp, like, "R"), p.get(xp, like, "C")
+
+    @staticmethod
+    def _float(xp, x):
+        if x.dtype != xp.float32 and x.dtype != xp.float64:
+            x = xp.astype(x, xp.float32)
+        return x
+
+    def apply(self, g):
+        """``vec(R G C^T)`` for ``g`` of shape ``(..., rows * cols)``: ``(..., out_dim)``."""
+        from ._namespace import namespace_of
+
+        xp = namespace_of(g)
+        g = self._float(xp, g)
+        if g.shape[-1] != self.in_dim:
+            raise ShapeError(f"{self!r} expects a last axis of size {self.in_dim}, got "
+                             f"{tuple(g.shape)}.")
+        lead = tuple(g.shape[:-1])
+        r, c = self.matrices(g)
+        m = xp.reshape(g, (*lead, self.rows, self.cols))
+        # the cheaper order of the two products
+        if self.k_rows * self.cols * (self.rows + self.k_cols) <= \
+                self.k_cols * self.rows * (self.cols + self.k_rows):
+            out = xp.matmul(xp.matmul(r, m), xp.permute_dims(c, (1, 0)))
+        else:
+            out = xp.matmul(r, xp.matmul(m, xp.permute_dims(c, (1, 0))))
+        return xp.reshape(out, (*lead, self.out_dim))
+
+    __call__ = apply
+
+    def transpose(self, v):
+        """``vec(R^T V C)`` for ``v`` of shape ``(..., out_dim)``: ``(..., rows * cols)``."""
+        from ._namespace import namespace_of
+
+        xp = namespace_of(v)
+        v = self._float(xp, v)
+        lead = tuple(v.shape[:-1])
+        r, c = self.matrices(v)
+        m = xp.reshape(v, (*lead, self.k_rows, self.k_cols))
+        out = xp.matmul(xp.matmul(xp.permute_dims(r, (1, 0)), m), c)
+        return xp.reshape(out, (*lead, self.in_dim))
+
+    def describe(self) -> dict:
+        """What identifies this map: both factors' descriptions (with their parameter digests)."""
+        return {"algo": "kronecker", "in_dim": self.in_dim, "out_dim": self.out_dim,
+                "shape": [self.rows, self.cols], "factor_dims": [self.k_rows, self.k_cols],
+                "rows": self.row_sketch.describe(), "cols": self.col_sketch.describe()}
 
 
 @dataclass
@@ -95,9 +267,15 @@ class Block:
 class SketchPlan:
     """How the selected parameter tensors are sketched: a list of ``Block``s whose sketches are
     summed. Framework-neutral: ``apply``/``lift`` call the ``Sketch`` on whatever array they get
-    (numpy, torch, jax, also inside ``vmap``/``grad``/``jit``)."""
+    (numpy, torch, jax, also inside ``vmap``/``grad``/``jit``).
 
-    def __init__(self, sizes, names, spec, layout: str, small_blocks: str = "group"):
+    ``factorable`` (factored layout): tensor name -> ``(rows, cols)``, the weights the adapter can
+    sketch from layer inputs and output gradients, viewed as matrices of their first axis by the
+    rest. Each one with at least ``out_dim`` entries and a ``kronecker_dims`` factorization gets a
+    ``KroneckerSketch`` block; every other tensor is placed as in the blocks layout."""
+
+    def __init__(self, sizes, names, spec, layout: str, small_blocks: str = "group",
+                 factorable=None):
         from .api import Sketch
 
         self.sizes = [int(s) for s in sizes]
@@ -155,8 +333,15 @@ class SketchPlan:
                           "'group' sketches all tensors smaller than out_dim as one block.")
         self.blocks = []
         small = []
+        factorable = dict(factorable or {}) if layout == "factored" else {}
         for i, (name, size) in enumerate(zip(self.names, self.sizes)):
-            if size >= self.out_dim:
+            kron = factorable.get(name)
+            if kron is not None and size >= self.out_dim \
+                    and kronecker_dims(self.out_dim, *kron) is not None:
+                op = KroneckerSketch(algo=algo, rows=kron[0], cols=kron[1], out_dim=out_dim,
+                                     seed=seed, name=name, **options)
+                self.blocks.append(Block(name, [i], size, size, op))
+            elif size >= self.out_dim:
                 self.blocks.append(Block(name, [i], size, size, build(size, block_seed(seed, name))))
             elif small_blocks == "pad":
                 self.blocks.append(Block(name, [i], size, self.out_dim,
@@ -214,17 +399,111 @@ class SketchPlan:
             out[..., self._columns(b)] = np.asarray(self.lift(b, v))
         return out
 
+    @property
+    def kronecker_blocks(self) -> list[Block]:
+        """The blocks with a Kronecker map (factored layout)."""
+        return [b for b in self.blocks if isinstance(b.sketch, KroneckerSketch)]
+
     def describe(self) -> dict:
         """What identifies this layout (stored next to sketches)."""
         return {
             "layout": self.layout,
             "sketch": None if self.identity else {k: _plain(v) for k, v in self.spec.items()},
-            "blocks": [{"name": b.name, "size": b.size, "in_dim": b.in_dim} for b in self.blocks],
+            "blocks": [{"name": b.name, "size": b.size, "in_dim": b.in_dim,
+                        **({"factor_dims": [b.sketch.k_rows, b.sketch.k_cols]}
+                           if isinstance(b.sketch, KroneckerSketch) else {})}
+                       for b in self.blocks],
         }
 
 
 def _plain(v):
     return list(v) if isinstance(v, tuple) else v
+
+
+# ---- what every framework adapter shares ------------------------------------------------------
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message, at most 300 characters ("(no message)" if empty),
+    for warnings that must never fail themselves and hide the error they report."""
+    lines = str(err).strip().splitlines()
+    return lines[0][:300] if lines else "(no message)"
+
+
+def check_adapter_options(options: dict, allowed, framework: str) -> None:
+    """Refuse keyword options an adapter does not take, listing the ones it does."""
+    bad = sorted(set(options) - set(allowed))
+    if bad:
+        raise unknown(f"option for {framework} models:", bad[0], allowed,
+                      "Pass only these keyword options to GradientSketcher.")
+
+
+class AdapterBase:
+    """The framework-neutral part of a gradients adapter (torch, jax): option checks, selection
+    of parameters by name pattern, the loop over chunks of a batch, the vectorized-or-loop
+    fallback with its ``PerExampleLoopWarning``, and batch-weighted sums. A subclass sets
+    ``self.chunk_size`` (``check_chunk_size``) and ``self._vmap_ok = None``."""
+
+    #: how the fallback warning names the vectorizing transform ("torch.func.vmap", "jax.vmap")
+    vmap_name = "vmap"
+
+    @staticmethod
+    def check_chunk_size(chunk_size):
+        if chunk_size is not None and (isinstance(chunk_size, bool) or
+                                       not isinstance(chunk_size, int) or chunk_size < 1):
+            raise InvalidOptionError(f"chunk_size must be None or a positive integer, got "
+                                     f"{describe_value(chunk_size)}.")
+        return chunk_size
+
+    @staticmethod
+    def select(names, patterns, *, nothing: str) -> list[int]:
+        """Indices of ``names`` matching any fnmatch pattern (all for None); ``nothing`` is the
+        error's text after ``params=...`` when none matches (the candidates are appended)."""
+        if patterns is None:
+            picked = list(range(len(names)))
+        else:
+            picked = [i for i, n in enumerate(names)
+                      if any(fnmatch.fnmatchcase(n, pat) for pat in patterns)]
+        if not picked:
+            shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+            raise InvalidOptionError(
+                f"params={describe_value(patterns)} selects no {nothing}: {shown or '(none)'}.")
+        return picked
+
+    def in_chunks(self, b: int, run, concat):
+        """``run(i0, i1)`` on chunks of ``chunk_size`` examples (all at once by default), the
+        results joined by ``concat(parts)``."""
+        step = self.chunk_size or b
+        parts = [run(i0, min(i0 + step, b)) for i0 in range(0, b, step)]
+        return parts[0] if len(parts) == 1 else concat(parts)
+
+    def vectorized_or_loop(self, vectorized, loop, model_name: str):
+        """``vectorized()``; if it fails the first time, warn (``PerExampleLoopWarning``, quoting
+        the error) and use ``loop()`` from then on. Once it has worked, its errors propagate."""
+        if self._vmap_ok is not False:
+            try:
+                out = vectorized()
+            except Exception as err:  # noqa: BLE001 - any failure of vmap: fall back, say why
+                if self._vmap_ok:
+                    raise
+                warnings.warn(
+                    f"{self.vmap_name} cannot run {model_name} ({type(err).__name__}: "
+                    f"{first_line(err)}); computing per-example gradients in a loop, one example "
+                    "at a time.", PerExampleLoopWarning, stacklevel=5)
+                self._vmap_ok = False
+            else:
+                self._vmap_ok = True
+                return out
+        return loop()
+
+    @staticmethod
+    def weighted_sum(items, weights, fn):
+        """``sum_i fn(items[i]) * weights[i]`` (the mean over several batches)."""
+        acc = None
+        for item, w in zip(items, weights):
+            value = fn(item) * w
+            acc = value if acc is None else acc + value
+        return acc
 
 
 def find_adapter(model, loss_fn, **options):
@@ -297,19 +576,27 @@ class GradientSketcher:
     for N (flat layout; in the blocks layout its algorithm, out_dim, seed and options are used
     per block), or None for no sketch (D = N). ``params``: None for all trainable parameters, or
     fnmatch patterns of names to include (e.g. ``["transformer.h.0.*"]``). ``layout``:
-    ``"flat" | "blocks"``; ``mode``: ``"explicit" | "implicit"``; ``forward(model_call, batch)``
-    maps a batch to the model output (default: first element of a tuple/list batch, keyword
-    arguments of a dict batch without ``"labels"``, or the array itself). ``small_blocks``:
-    ``"group" | "pad"`` (blocks layout, see the module docstring). Other keyword options go to
-    the framework adapter (torch and jax: ``chunk_size``, examples per vectorized call, default
-    the whole batch; torch: ``randomness`` for ``torch.func.vmap``, default ``"different"``).
+    ``"flat" | "blocks" | "factored"``; ``mode``: ``"explicit" | "implicit"``;
+    ``forward(model_call, batch)`` maps a batch to the model output (default: first element of a
+    tuple/list batch, keyword arguments of a dict batch without ``"labels"``, or the array
+    itself). ``small_blocks``: ``"group" | "pad"`` (blocks and factored layouts, see the module
+    docstring). Other keyword options go to the framework adapter (torch and jax:
+    ``chunk_size``, examples per vectorized call, default the whole batch; torch: ``randomness``
+    for ``torch.func.vmap``, default ``"different"``).
+
+    The factored layout computes per-example sketches in explicit mode from ONE batched forward
+    and backward pass of the sum of per-example losses (``loss_fn`` on each example's slice of
+    the output and batch, as if it were a batch of one), so the examples of a batch must not
+    interact in the forward pass (no batch normalization in training mode).
     """
 
     def __init__(self, model, loss_fn, sketch=DEFAULT_SKETCH, params=None, layout="flat",
                  mode="explicit", forward=None, *, small_blocks="group", **options):
         if layout not in LAYOUTS:
             raise unknown("layout", layout, LAYOUTS,
-                          "'flat' sketches the concatenated parameter vector, 'blocks' each tensor.")
+                          "'flat' sketches the concatenated parameter vector, 'blocks' each "
+                          "tensor, 'factored' linear layers from their inputs and output "
+                          "gradients.")
         if mode not in MODES:
             raise unknown("mode", mode, MODES,
                           "'explicit' sketches the gradient, 'implicit' differentiates through Phi^T.")
@@ -331,8 +618,15 @@ class GradientSketcher:
         self.layout = layout
         self.mode = mode
         self.adapter = find_adapter(model, loss_fn, params=params, forward=forward, **options)
+        factorable = None
+        if layout == "factored":
+            if not hasattr(self.adapter, "factorable"):
+                raise InvalidOptionError(
+                    f"layout='factored' is not supported for {type(model).__name__} models by "
+                    f"{type(self.adapter).__module__}; use layout='blocks'.")
+            factorable = self.adapter.factorable()
         self.plan = SketchPlan(self.adapter.sizes, self.adapter.names, sketch, layout,
-                               small_blocks)
+                               small_blocks, factorable)
 
     # ---- identity -------------------------------------------------------------------------------
     @property

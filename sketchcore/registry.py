@@ -1,9 +1,10 @@
 """Discovery and registration (cold path, once) and plain-dict lookups (hot path).
 
-Entry points of the groups ``sketchcore.backends`` and ``sketchcore.analyses`` are loaded one by
-one. A third-party plugin that is broken must never take the library down: whatever it does
-wrong is recorded with the plugin's name and the reason, reported by ``sketchcore.backends()``,
-``sketchcore.analyses()`` and ``sketchcore info``, and everything else keeps working. That covers
+Entry points of the groups ``sketchcore.backends``, ``sketchcore.algorithms`` and
+``sketchcore.analyses`` are loaded one by one. A third-party plugin that is broken must never take
+the library down: whatever it does wrong is recorded with the plugin's name and the reason,
+reported by ``sketchcore.backends()``, ``sketchcore.analyses()`` and ``sketchcore info``, and
+everything else keeps working. That covers
 
 * a module that raises at import, ``sys.exit()`` included (only ``KeyboardInterrupt`` passes);
 * a hook implementation with a misspelled hook name, or one that raises when called;
@@ -35,7 +36,9 @@ from .backend import Backend, generic_for
 
 __all__ = ["Registry", "registry", "refresh", "BackendInfo", "GROUPS"]
 
-GROUPS = ("sketchcore.backends", "sketchcore.analyses")
+#: entry-point groups searched for plugins (any plugin may implement any hook; the group says
+#: what it is for: a backend, a sketch algorithm, an analysis)
+GROUPS = ("sketchcore.backends", "sketchcore.algorithms", "sketchcore.analyses")
 
 #: longest reason kept for a faulty plugin (an exception's text can be arbitrarily long)
 MAX_REASON = 1000
@@ -61,10 +64,11 @@ def describe(err: BaseException, what: str = "") -> str:
 
 @dataclass(frozen=True)
 class BackendInfo:
-    """One discovered backend: whether it can run here and, if not, why."""
+    """One discovered backend: whether it can run here and, if not, why. ``usable`` is None
+    only in ``Registry.info(check=False)``, for a backend whose ``check()`` was not run."""
 
     name: str
-    usable: bool
+    usable: bool | None
     reason: str | None
     priority: int
     array_module: str | None
@@ -244,13 +248,22 @@ class Registry:
             self._by_type[t] = be
         return be
 
-    def info(self) -> list[BackendInfo]:
+    def info(self, *, check: bool = True) -> list[BackendInfo]:
+        """Every backend with whether it can run here. ``check=False`` (``sketchcore info``)
+        runs no ``check()``, so no array library is imported: a backend whose array library
+        cannot be found (``importlib.util.find_spec``) is reported not usable, one already
+        checked in this process keeps its result, and the others get ``usable=None``."""
         self._probe_owns()
         out = []
         for name, be in sorted(self.backends.items()):
-            why = self.check(name)
+            if check or name in self._checks:
+                why = self.check(name)
+                usable = why is None
+            else:
+                why = _missing_library(be)
+                usable = False if why else None
             out.append(
-                BackendInfo(name, why is None, why, be.priority, be.array_module,
+                BackendInfo(name, usable, why, be.priority, be.array_module,
                             be.description, self.sources.get(name, "?"))
             )
         for name, err in sorted(self.errors.items()):
@@ -266,6 +279,21 @@ class Registry:
         probe = np.empty(0)
         for be in list(self.backends.values()):
             self._owns(be, probe)
+
+
+def _missing_library(be: Backend) -> str | None:
+    """Why ``be`` cannot run, found without importing anything: its ``array_module`` is not
+    installed (None when it is, or when the backend names none)."""
+    from importlib.util import find_spec
+
+    module = getattr(be, "array_module", None)
+    if not isinstance(module, str) or not module:
+        return None
+    try:
+        found = find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else f"its array library {module!r} is not installed"
 
 
 _REGISTRY: Registry | None = None

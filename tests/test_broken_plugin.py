@@ -247,7 +247,7 @@ print("ok")
     proc = _plugin_run(tmp_path, plugins, ["-c", code])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("ok")
-    proc = _run(["-m", "sketchcore.cli", "info"], tmp_path / "site", tmp_path)
+    proc = _run(["-m", "sketchcore.cli", "info", "--check"], tmp_path / "site", tmp_path)
     assert proc.returncode == 0, proc.stderr
     line = _info_line(proc.stdout, "checkbad")
     assert "not usable: check() raised ValueError: check exploded" in line, line

@@ -16,18 +16,21 @@ parameter cache. Imported only when jax already is.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import sys
-import warnings
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sketchcore._errors import InvalidOptionError, ShapeError, describe_value, unknown
-from sketchcore.gradients import PerExampleLoopWarning, default_forward
+from sketchcore._errors import ShapeError, describe_value
+from sketchcore.gradients import (
+    AdapterBase,
+    check_adapter_options,
+    default_forward,
+    first_line,
+)
 
 __all__ = ["owns_model", "make_adapter", "JaxGradients", "path_name"]
 
@@ -56,10 +59,7 @@ def owns_model(model) -> bool:
 
 def make_adapter(model, loss_fn, **options):
     """The ``JaxGradients`` adapter of ``model`` (options: params, forward, chunk_size)."""
-    bad = sorted(set(options) - set(_OPTIONS))
-    if bad:
-        raise unknown("option for jax models:", bad[0], _OPTIONS,
-                      "Pass only these keyword options to GradientSketcher.")
+    check_adapter_options(options, _OPTIONS, "jax")
     if _is_equinox_module(model):
         import equinox as eqx
 
@@ -107,20 +107,16 @@ def _make_tap(plan, block, w_dtype):
     return tap
 
 
-def _first_line(err) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else "")[:300]
+_first_line = first_line
 
 
-class JaxGradients:
+class JaxGradients(AdapterBase):
     """Per-example gradients, sketches and HVPs of one jax model and loss function."""
 
+    vmap_name = "jax.vmap"
+
     def __init__(self, apply_fn, tree, loss_fn, *, params=None, forward=None, chunk_size=None):
-        patterns = params
-        if chunk_size is not None and (isinstance(chunk_size, bool) or
-                                       not isinstance(chunk_size, int) or chunk_size < 1):
-            raise InvalidOptionError(f"chunk_size must be None or a positive integer, got "
-                                     f"{describe_value(chunk_size)}.")
+        chunk_size = self.check_chunk_size(chunk_size)
         self.apply_fn = apply_fn
         self.loss_fn = loss_fn
         self.forward = forward or default_forward
@@ -130,18 +126,9 @@ class JaxGradients:
         self.leaves = [x for _, x in flat]
         trainable = [i for i, x in enumerate(self.leaves)
                      if _is_jax_array(x) and jnp.issubdtype(x.dtype, jnp.inexact)]
-        if patterns is None:
-            sel = trainable
-        else:
-            sel = [i for i in trainable
-                   if any(fnmatch.fnmatchcase(self.all_names[i], pat) for pat in patterns)]
-        if not sel:
-            names = [self.all_names[i] for i in trainable]
-            shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
-            raise InvalidOptionError(
-                f"params={describe_value(patterns)} selects no floating-point array of the "
-                "params pytree; its "
-                f"array leaves are: {shown or '(none)'}.")
+        sel = [trainable[i] for i in self.select(
+            [self.all_names[i] for i in trainable], params,
+            nothing="floating-point array of the params pytree; its array leaves are")]
         self.sel = sel
         self.names = [self.all_names[i] for i in sel]
         self.shapes = [tuple(self.leaves[i].shape) for i in sel]
@@ -230,53 +217,85 @@ class JaxGradients:
         b = self.batch_size(batch)
         axes = jax.tree_util.tree_map(
             lambda x: 0 if getattr(x, "ndim", 0) >= 1 and x.shape[0] == b else None, batch)
-        step = self.chunk_size or b
         sel, other = self._current(), self._others()
-        parts = []
-        for i0 in range(0, b, step):
-            sub = jax.tree_util.tree_map(lambda x, a: x[i0:i0 + step] if a == 0 else x,
-                                         batch, axes)
-            parts.append(self._run(key, fn, primal, sub, axes, sel, other))
-        if len(parts) == 1:
-            return parts[0]
-        return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *parts)
+
+        def run(i0, i1):
+            sub = jax.tree_util.tree_map(lambda x, a: x[i0:i1] if a == 0 else x, batch, axes)
+            return self._run(key, fn, primal, sub, axes, sel, other)
+
+        return self.in_chunks(b, run, lambda parts: jax.tree_util.tree_map(
+            lambda *xs: jnp.concatenate(xs), *parts))
 
     def _run(self, key, fn, primal, batch, axes, sel, other):
         def one(p, ex, s, o):
             ex = jax.tree_util.tree_map(lambda x, a: x[None] if a == 0 else x, ex, axes)
             return fn(p, ex, s, o)
 
-        if self._vmap_ok is not False:
+        def vectorized():
             ckey = ("vmap", key, jax.tree_util.tree_structure(axes), str(axes))
             f = self._compiled.get(ckey)
             if f is None:
                 f = jax.jit(jax.vmap(jax.grad(one), in_axes=(None, axes, None, None)))
                 self._compiled[ckey] = f
-            try:
-                out = f(primal, batch, sel, other)
-            except Exception as err:  # noqa: BLE001 - vmap or its compilation failed: fall back
-                if self._vmap_ok:
-                    raise
-                warnings.warn(
-                    f"jax.vmap cannot run this model ({type(err).__name__}: {_first_line(err)}); "
-                    "computing per-example gradients in a loop, one example at a time.",
-                    PerExampleLoopWarning, stacklevel=4)
-                self._vmap_ok = False
-            else:
-                self._vmap_ok = True
-                return out
-        ckey = ("loop", key)
-        g = self._compiled.get(ckey)
-        if g is None:
-            g = jax.jit(jax.grad(fn))
-            self._compiled[ckey] = g
-        b = self.batch_size(batch)
-        rows = [g(primal, jax.tree_util.tree_map(lambda x, a: x[i:i + 1] if a == 0 else x,
-                                                 batch, axes), sel, other) for i in range(b)]
-        return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *rows)
+            return f(primal, batch, sel, other)
+
+        def loop():
+            ckey = ("loop", key)
+            g = self._compiled.get(ckey)
+            if g is None:
+                g = self._compiled[ckey] = jax.jit(jax.grad(fn))
+            b = self.batch_size(batch)
+            rows = [g(primal, jax.tree_util.tree_map(lambda x, a: x[i:i + 1] if a == 0 else x,
+                                                     batch, axes), sel, other)
+                    for i in range(b)]
+            return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *rows)
+
+        return self.vectorized_or_loop(vectorized, loop, "this model")
+
+    # ---- factored layout ----------------------------------------------------------------------
+    def factorable(self) -> dict:
+        """name -> (rows, cols) of the selected Dense kernels and Embed tables of a Flax linen
+        model (``(module.apply, variables)``), sketched from layer inputs and output gradients in
+        the factored layout (see ``factored.py``)."""
+        from .factored import factorable_weights, require_flax
+
+        require_flax(self.apply_fn)
+        return factorable_weights(self.names, self.shapes)
+
+    def _factored_engine(self, plan):
+        from .factored import FactoredEngine, require_flax
+
+        key = ("factored-engine", plan)
+        engine = self._compiled.get(key)
+        if engine is None:
+            engine = self._compiled[key] = FactoredEngine(self, plan, require_flax(self.apply_fn))
+        return engine
+
+    def factored_block_sketches(self, batch, plan) -> dict:
+        """Per-block per-example sketches of the factored engine: block name -> float32 (B, D)
+        (the factored sketch is their sum; for tests and diagnostics)."""
+        out = self._factored_engine(plan).sketches(self._to_device(batch), per_block=True)
+        return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+
+    def per_example_gradient_list(self, batch, idx):
+        """Exact per-example gradients of the selected leaves ``idx``: a list of (B, *shape)."""
+        idx = list(idx)
+
+        def fn(sub, ex, sel, other):
+            sel = list(sel)
+            for i, x in zip(idx, sub):
+                sel[i] = x
+            return self._model_loss(self._full(sel, other), ex)
+
+        primal = [self._current()[i] for i in idx]
+        return self._per_example(("grads", tuple(idx)), fn, primal, batch)
 
     # ---- per-example quantities ---------------------------------------------------------------
     def per_example_sketches(self, batch, plan, mode):
+        if plan.layout == "factored" and mode == "explicit":
+            out = self._factored_engine(plan).sketches(self._to_device(batch))
+            return np.asarray(out, dtype=np.float32)
+
         def fn(w, ex, sel, other):
             return self._model_loss(self._full(self._theta(w, plan, mode, sel), other), ex)
 
@@ -370,10 +389,7 @@ class JaxGradients:
         def op(v):
             v = jnp.asarray(np.asarray(v), dtype=self.sketch_dtype)
             sel, other = self._current(), self._others()
-            acc = None
-            for batch, wt in zip(batches, weights):
-                h = hv(v, batch, sel, other) * wt
-                acc = h if acc is None else acc + h
+            acc = self.weighted_sum(batches, weights, lambda batch: hv(v, batch, sel, other))
             return np.asarray(acc, dtype=np.float64)
 
         return op
@@ -395,11 +411,8 @@ class JaxGradients:
         def op(v):
             v = jnp.asarray(np.asarray(v), dtype=self.sketch_dtype)
             sel, other = self._current(), self._others()
-            acc = None
-            for batch, wt in zip(batches, weights):
-                h = np.asarray(hv(v, batch, sel, other), dtype=np.float64) * wt
-                acc = h if acc is None else acc + h
-            return acc
+            return self.weighted_sum(batches, weights, lambda batch: np.asarray(
+                hv(v, batch, sel, other), dtype=np.float64))
 
         return op
 
@@ -411,12 +424,8 @@ class JaxGradients:
 
         h_fn = self._jit(("hessian",), lambda: jax.hessian(f))
         flat0 = jnp.concatenate([x.reshape(-1) for x in self._current()])
-        acc = None
-        for batch, wt in zip(batches, weights):
-            h = np.asarray(h_fn(flat0, self._to_device(batch), self._others()),
-                           dtype=np.float64) * wt
-            acc = h if acc is None else acc + h
-        return acc
+        return self.weighted_sum(batches, weights, lambda batch: np.asarray(
+            h_fn(flat0, self._to_device(batch), self._others()), dtype=np.float64))
 
     # ---- parameters ---------------------------------------------------------------------------
     def get_flat(self):

@@ -22,7 +22,6 @@ Imported only when torch already is.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import sys
 import warnings
@@ -34,8 +33,13 @@ import torch
 from torch.func import functional_call, grad, jvp, vmap
 from torch.utils import _pytree as pytree
 
-from sketchcore._errors import InvalidOptionError, ShapeError, describe_value, unknown
-from sketchcore.gradients import PerExampleLoopWarning, default_forward
+from sketchcore._errors import ShapeError, describe_value, unknown
+from sketchcore.gradients import (
+    AdapterBase,
+    check_adapter_options,
+    default_forward,
+    first_line,
+)
 
 __all__ = ["owns_model", "make_adapter", "TorchGradients"]
 
@@ -43,11 +47,7 @@ _OPTIONS = ("params", "forward", "chunk_size", "randomness")
 _RANDOMNESS = ("different", "same", "error")
 
 
-def _first_line(err: BaseException) -> str:
-    """The first line of an error's message, at most 300 characters ("(no message)" if empty),
-    for warnings that must never fail themselves and hide the error they report."""
-    lines = str(err).strip().splitlines()
-    return lines[0][:300] if lines else "(no message)"
+_first_line = first_line
 
 
 def owns_model(model) -> bool:
@@ -59,10 +59,7 @@ def owns_model(model) -> bool:
 def make_adapter(model, loss_fn, **options):
     """The ``TorchGradients`` adapter of ``model`` (options: params, forward, chunk_size,
     randomness)."""
-    bad = sorted(set(options) - set(_OPTIONS))
-    if bad:
-        raise unknown("option for torch models:", bad[0], _OPTIONS,
-                      "Pass only these keyword options to GradientSketcher.")
+    check_adapter_options(options, _OPTIONS, "torch")
     return TorchGradients(model, loss_fn, **options)
 
 
@@ -99,34 +96,25 @@ def _concat_trees(parts):
     return torch.cat(parts)
 
 
-class TorchGradients:
+class TorchGradients(AdapterBase):
     """Per-example gradients, sketches and HVPs of one ``nn.Module`` and loss function."""
+
+    vmap_name = "torch.func.vmap"
 
     def __init__(self, model, loss_fn, *, params=None, forward=None, chunk_size=None,
                  randomness="different"):
         self.model = model
         self.loss_fn = loss_fn
         self.forward = forward or default_forward
-        if chunk_size is not None and (isinstance(chunk_size, bool) or
-                                       not isinstance(chunk_size, int) or chunk_size < 1):
-            raise InvalidOptionError(f"chunk_size must be None or a positive integer, got "
-                                     f"{describe_value(chunk_size)}.")
+        self.chunk_size = self.check_chunk_size(chunk_size)
         if randomness not in _RANDOMNESS:
             raise unknown("randomness", randomness, _RANDOMNESS, "See torch.func.vmap.")
-        self.chunk_size = chunk_size
         self.randomness = randomness
         named = dict(model.named_parameters())
         trainable = [n for n, p in named.items() if p.requires_grad]
-        if params is None:
-            names = trainable
-        else:
-            names = [n for n in trainable if any(fnmatch.fnmatchcase(n, pat) for pat in params)]
-        if not names:
-            shown = ", ".join(trainable[:12]) + (" ..." if len(trainable) > 12 else "")
-            raise InvalidOptionError(
-                f"params={describe_value(params)} selects no trainable parameter of "
-                f"{type(model).__name__}; "
-                f"its trainable parameters are: {shown or '(none)'}.")
+        names = [trainable[i] for i in self.select(
+            trainable, params, nothing=f"trainable parameter of {type(model).__name__}; its "
+            "trainable parameters are")]
         self.names = names
         self.tensors = [named[n] for n in names]
         self.shapes = [tuple(p.shape) for p in self.tensors]
@@ -216,36 +204,20 @@ class TorchGradients:
         b = self.batch_size(batch)
         batched = [isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] == b
                    for x in leaves]
-        step = self.chunk_size or b
-        parts = []
-        for i0 in range(0, b, step):
-            sub = [x[i0:i0 + step] if m else x for x, m in zip(leaves, batched)]
-            parts.append(self._run(fn, primal, sub, spec, batched))
-        return parts[0] if len(parts) == 1 else _concat_trees(parts)
+        return self.in_chunks(b, lambda i0, i1: self._run(
+            fn, primal, [x[i0:i1] if m else x for x, m in zip(leaves, batched)], spec, batched),
+            _concat_trees)
 
     def _run(self, fn, primal, leaves, spec, batched):
-        if self._vmap_ok is not False:
-            def one(p, *xs):
-                ex = pytree.tree_unflatten(
-                    [x.unsqueeze(0) if m else x for x, m in zip(xs, batched)], spec)
-                return fn(p, ex)
+        def one(p, *xs):
+            ex = pytree.tree_unflatten(
+                [x.unsqueeze(0) if m else x for x, m in zip(xs, batched)], spec)
+            return fn(p, ex)
 
-            in_dims = (None, *[0 if m else None for m in batched])
-            try:
-                out = vmap(grad(one), in_dims=in_dims, randomness=self.randomness)(primal, *leaves)
-            except Exception as err:  # noqa: BLE001 - any failure of vmap: fall back, say why
-                if self._vmap_ok:
-                    raise
-                warnings.warn(
-                    f"torch.func.vmap cannot run {type(self.model).__name__} "
-                    f"({type(err).__name__}: {_first_line(err)}); "
-                    "computing per-example gradients in a loop, one example at a time.",
-                    PerExampleLoopWarning, stacklevel=4)
-                self._vmap_ok = False
-            else:
-                self._vmap_ok = True
-                return out
-        return self._loop(fn, primal, leaves, spec, batched)
+        in_dims = (None, *[0 if m else None for m in batched])
+        return self.vectorized_or_loop(
+            lambda: vmap(grad(one), in_dims=in_dims, randomness=self.randomness)(primal, *leaves),
+            lambda: self._loop(fn, primal, leaves, spec, batched), type(self.model).__name__)
 
     def _loop(self, fn, primal, leaves, spec, batched):
         b = next(x.shape[0] for x, m in zip(leaves, batched) if m)
@@ -309,6 +281,36 @@ class TorchGradients:
         return t.detach().to("cpu", torch.float64 if dtype == np.float64 else torch.float32
                              ).numpy().astype(dtype, copy=False)
 
+    # ---- factored layout ----------------------------------------------------------------------
+    def factorable(self) -> dict:
+        """name -> (rows, cols) of the selected weights of linear, embedding and convolution
+        layers, whose per-example gradients the factored layout sketches from layer inputs and
+        output gradients (see ``factored.py``)."""
+        from .factored import factorable_weights
+
+        return factorable_weights(self.model, self.names, self.tensors)
+
+    def _factored_engine(self, plan):
+        from .factored import FactoredEngine
+
+        engines = self.__dict__.setdefault("_engines", weakref.WeakKeyDictionary())
+        engine = engines.get(plan)
+        if engine is None:
+            self._prewarm(plan)
+            engine = engines[plan] = FactoredEngine(self, plan)
+        return engine
+
+    def factored_block_sketches(self, batch, plan) -> dict:
+        """Per-block per-example sketches of the factored engine: block name -> float32 (B, D)
+        (the factored sketch is their sum; for tests and diagnostics)."""
+        out = self._factored_engine(plan).sketches(self._to_device(batch), per_block=True)
+        return {k: self._numpy(v) for k, v in out.items()}
+
+    def per_example_gradient_dict(self, batch, names) -> dict:
+        """Exact per-example gradients of the named selected tensors: name -> (B, *shape)."""
+        primal = {n: self.tensors[self.names.index(n)].detach() for n in names}
+        return self._per_example(self._model_loss, primal, batch)
+
     # ---- per-example quantities ---------------------------------------------------------------
     def _lazily(self, plan, mode, run):
         """``run(fn)`` with ``fn(w, batch)`` the loss at ``theta(w)``, single-tensor blocks built
@@ -319,7 +321,7 @@ class TorchGradients:
             built, seen = set(), set()
 
             def fn(w, ex):
-                lazy = {} if plan.layout == "blocks" else None
+                lazy = {} if plan.layout != "flat" else None
                 theta = self._theta(w, plan, mode, bases, lazy)
                 built.update(lazy or ())
                 return self._model_loss(theta, ex, lazy, seen)
@@ -331,6 +333,8 @@ class TorchGradients:
             self._lazy_ok -= missing
 
     def per_example_sketches(self, batch, plan, mode):
+        if plan.layout == "factored" and mode == "explicit":
+            return self._numpy(self._factored_engine(plan).sketches(self._to_device(batch)))
         g = self._lazily(plan, mode, lambda fn: self._per_example(fn, self._w0(plan), batch))
         return self._numpy(g)
 
@@ -406,22 +410,19 @@ class TorchGradients:
             v = torch.as_tensor(np.asarray(v), device=self.device).to(self.sketch_dtype)
             if mode == "implicit":
                 bases = self._bases(plan)
-                acc = None
-                for batch, wt in zip(batches, weights):
-                    hv = self._hvp(lambda w, b=batch: self._model_loss(
-                        self._theta(w, plan, mode, bases), b), self._w0(plan), v)
-                    acc = hv * wt if acc is None else acc + hv * wt
+                acc = self.weighted_sum(batches, weights, lambda batch: self._hvp(
+                    lambda w: self._model_loss(self._theta(w, plan, mode, bases), batch),
+                    self._w0(plan), v))
                 return self._numpy(acc, np.float64)
             tangent = {}
             for block in plan.blocks:
                 tangent.update(self._split(plan.lift(block, v), block.members))
             theta = self._selected()
             tangent = {n: tangent[n] for n in theta}
-            acc = None
-            for batch, wt in zip(batches, weights):
-                hv = self._hvp(lambda th, b=batch: self._model_loss(th, b), theta, tangent)
-                acc = ({n: h.to(self.sketch_dtype) * wt for n, h in hv.items()} if acc is None
-                       else {n: acc[n] + hv[n].to(self.sketch_dtype) * wt for n in acc})
+            flat = self.weighted_sum(batches, weights, lambda batch: torch.cat(
+                [h.reshape(-1).to(self.sketch_dtype) for h in self._hvp(
+                    lambda th: self._model_loss(th, batch), theta, tangent).values()]))
+            acc = dict(zip(theta, torch.split(flat, self.sizes)))
             out = None
             for block in plan.blocks:
                 flat = torch.cat([acc[self.names[i]].reshape(-1) for i in block.members])
@@ -437,11 +438,9 @@ class TorchGradients:
         def op(v):
             tangent = self._split(torch.as_tensor(np.asarray(v), device=self.device))
             theta = self._selected()
-            acc = None
-            for batch, wt in zip(batches, weights):
-                hv = self._hvp(lambda th, b=batch: self._model_loss(th, b), theta, tangent)
-                flat = torch.cat([hv[n].reshape(-1).to(torch.float64) for n in theta]) * wt
-                acc = flat if acc is None else acc + flat
+            acc = self.weighted_sum(batches, weights, lambda batch: torch.cat(
+                [h.reshape(-1).to(torch.float64) for h in self._hvp(
+                    lambda th: self._model_loss(th, batch), theta, tangent).values()]))
             return self._numpy(acc, np.float64)
 
         return op
@@ -450,19 +449,19 @@ class TorchGradients:
         batches = [self._to_device(b) for b in batches]
         flat0 = torch.cat([t.detach().reshape(-1) for t in self.tensors])
         n = flat0.numel()
-        acc = None
-        for batch, wt in zip(batches, weights):
-            def f(flat, b=batch):
-                return self._model_loss(self._split(flat), b)
+
+        def one(batch):
+            def f(flat):
+                return self._model_loss(self._split(flat), batch)
 
             try:
                 h = torch.func.hessian(f)(flat0)
             except Exception:  # noqa: BLE001 - no forward mode: one HVP per column
                 eye = torch.eye(n, dtype=flat0.dtype, device=self.device)
                 h = torch.stack([self._hvp(f, flat0, eye[j]) for j in range(n)], dim=1)
-            h = h.to(torch.float64) * wt
-            acc = h if acc is None else acc + h
-        return self._numpy(acc, np.float64)
+            return h.to(torch.float64)
+
+        return self._numpy(self.weighted_sum(batches, weights, one), np.float64)
 
     # ---- parameters ---------------------------------------------------------------------------
     def get_flat(self):

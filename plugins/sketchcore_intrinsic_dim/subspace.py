@@ -9,10 +9,10 @@ are free (``set_dim``); the rest are not parameters and never move.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 
 from sketchcore import InvalidOptionError
+from sketchcore.gradients import AdapterBase, default_forward
 
 from .data import BatchCycler
 from .projection import column_scale, make_projection
@@ -20,29 +20,17 @@ from .projection import column_scale, make_projection
 __all__ = ["TorchSubspaceTrainer", "TorchFullTrainer", "default_forward", "select_parameters"]
 
 
-def default_forward(model_call, batch):
-    """tuple/list batch -> ``model(batch[0])``; dict -> ``model(**inputs without labels)``;
-    a bare array -> ``model(batch)`` (the convention of ``sketchcore.gradients``)."""
-    if isinstance(batch, (tuple, list)):
-        return model_call(batch[0])
-    if isinstance(batch, dict):
-        return model_call(**{k: v for k, v in batch.items() if k != "labels"})
-    return model_call(batch)
-
-
 def select_parameters(model, patterns):
-    """(name, parameter) of the trainable parameters whose names match any fnmatch pattern."""
+    """(name, parameter) of the trainable parameters whose names match any fnmatch pattern
+    (the selection rule of ``sketchcore.gradients``' adapters)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if patterns is not None:
-        if isinstance(patterns, str):
-            patterns = [patterns]
-        named = [(n, p) for n, p in named if any(fnmatch.fnmatchcase(n, pat) for pat in patterns)]
-    if not named:
-        raise InvalidOptionError(
-            f"no trainable parameter matches params={patterns!r}; names look like "
-            f"{[n for n, _ in model.named_parameters()][:5]}."
-        )
-    return named
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    picked = AdapterBase.select(
+        [n for n, _ in named], patterns,
+        nothing=f"trainable parameter of {type(model).__name__} (no trainable parameter "
+        "matches the patterns); its trainable parameters are")
+    return [named[i] for i in picked]
 
 
 class _TorchFlatModel:

@@ -9,10 +9,14 @@ from .dense import Dense
 from .ffd import FFD
 from .fjl import FJL
 from .qk import QK
+from .sjlt import SJLT
+from .srht import SRHT
 
-__all__ = ["SketchAlgorithm", "Dense", "FJL", "FFD", "AFFD", "AFJL", "QK", "BUILTIN"]
+__all__ = [
+    "SketchAlgorithm", "Dense", "FJL", "FFD", "AFFD", "AFJL", "QK", "SJLT", "SRHT", "BUILTIN",
+]
 
-BUILTIN = (Dense, FJL, FFD, AFFD, AFJL, QK)
+BUILTIN = (Dense, FJL, FFD, AFFD, AFJL, QK, SJLT, SRHT)
 
 
 @hookimpl

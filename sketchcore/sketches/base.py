@@ -27,6 +27,16 @@ class SketchAlgorithm:
     name: ClassVar[str]
     summary: ClassVar[str]
     options: ClassVar[dict[str, object]] = {}
+    #: the variance of this sketch's relative inner-product error, as a multiple of a dense
+    #: Gaussian sketch's (``2/D``): what ``out_dim="auto"`` scales D by. Measured for the
+    #: built-in sketches (docs/choosing.md); ``sketchcore.quality.calibrate`` measures a new one
+    variance_factor: ClassVar[float] = 1.0
+
+    @classmethod
+    def variance_factor_at(cls, out_dim: int) -> float:
+        """``variance_factor`` at sketch size ``out_dim`` (constant unless overridden: QK's
+        grows like sqrt(D))."""
+        return float(cls.variance_factor)
 
     def __init__(self, in_dim: int, out_dim: int, seed: int, **options) -> None:
         bad = sorted(set(options) - set(self.options))
@@ -47,6 +57,17 @@ class SketchAlgorithm:
             raise InvalidOptionError(self.out_dim_error(limit))
         self._sha256: str | None = None
         self._build()
+
+    @classmethod
+    def out_dim_limit(cls, in_dim: int, **options) -> int:
+        """``max_out_dim()`` for these arguments without building the map (what
+        ``out_dim="auto"`` is capped by). It calls ``max_out_dim`` on an unbuilt instance that
+        has ``in_dim``, ``opts`` (defaults and ``options``) and ``out_dim = 1``; override it if
+        your ``max_out_dim`` needs anything built."""
+        probe = cls.__new__(cls)
+        probe.in_dim, probe.out_dim, probe.seed = in_dim, 1, 0
+        probe.opts = {**cls.options, **options}
+        return int(probe.max_out_dim())
 
     # ---- to implement -----------------------------------------------------------------------
     def max_out_dim(self) -> int:

@@ -30,6 +30,13 @@ class QK(SketchAlgorithm):
     summary = "sqrt(N/D) (Q1 x ... x QK) x: Kronecker product of small Haar blocks, matmuls only"
     options = {"in_factors": None, "out_factors": None, "num_factors": None}
 
+    @classmethod
+    def variance_factor_at(cls, out_dim: int) -> float:
+        """QK's error variance grows like sqrt(D) times a dense sketch's: a rank-one (Kronecker)
+        input keeps ~sum_i 2/D_i of relative variance, not 2/D. Measured on gradients:
+        0.1-0.47 sqrt(D) for D = 2^8..2^12 (docs/choosing.md, "out_dim='auto'")."""
+        return max(1.0, 0.5 * math.sqrt(out_dim))
+
     def max_out_dim(self) -> int:
         given = self.opts.get("in_factors")
         return math.prod(_factors("in_factors", given)) if given else next_pow2(self.in_dim)

@@ -81,6 +81,10 @@ def algorithm_configs(draw) -> tuple[str, dict]:
         nnz = draw(st.sampled_from([None, 1, 5]))
         if nnz is not None:
             options["nnz_per_row"] = nnz
+    elif algo == "sjlt":
+        nnz = draw(st.sampled_from([None, 1, 3, 8]))
+        if nnz is not None:
+            options["nnz_per_col"] = nnz
     return algo, options
 
 

@@ -14,7 +14,7 @@ from sketchcore.registry import Registry
 
 
 def test_builtin_algorithms_and_numpy_backend_are_registered():
-    assert sk.algorithms() == ["affd", "afjl", "dense", "ffd", "fjl", "qk"]
+    assert sk.algorithms() == ["affd", "afjl", "dense", "ffd", "fjl", "qk", "sjlt", "srht"]
     infos = {b.name: b for b in sk.backends()}
     assert infos["numpy"].usable and infos["numpy"].source == "numpy"
 

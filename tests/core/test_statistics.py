@@ -94,3 +94,72 @@ def test_theorem_3_1_ffd_fails_where_affd_holds():
     g = np.random.default_rng(0).standard_normal(n)
     r = np.sum(_ratios("ffd", {}, g, d, 100) ** 2, axis=-1) / np.sum(g**2)
     assert np.mean(np.abs(r - 1.0) > 0.5) < 0.05
+
+
+# ---- SJLT and SRHT: unbiased, and the variance their construction predicts -----------------------
+SPARSE_AND_SAMPLED = [("sjlt", {}), ("sjlt", {"nnz_per_col": 1}), ("sjlt", {"nnz_per_col": 8}),
+                      ("srht", {})]
+SPARSE_IDS = ["sjlt", "sjlt-s1", "sjlt-s8", "srht"]
+
+
+def _predicted_variance(algo, options, x, d):
+    """Var(||Phi x||^2 / ||x||^2) over the seeds, exactly, with q = ||x||_4^4 / ||x||_2^4.
+
+    SJLT (s blocks of m_b rows, one +-1/sqrt(s) per column and block): within a block two columns
+    collide with probability 1/m_b, so Var = (2/s^2) sum_b (1/m_b) (1 - q); s = 1 is CountSketch's
+    2(1 - q)/D. SRHT: z = H B x has E z_i^4 = (3 - 2q) ||x||^4 / N'^2, and R_S averages D of the
+    N' values N' z_i^2 / ||x||^2 (mean exactly 1) without replacement:
+    Var = 2(1 - q)/D * (N' - D)/(N' - 1)."""
+    q = float(np.sum(x**4) / np.sum(x**2) ** 2)
+    if algo == "sjlt":
+        s = min(options.get("nnz_per_col", 4), d)
+        sizes = [(b + 1) * d // s - b * d // s for b in range(s)]
+        return 2.0 / s**2 * sum(1.0 / m for m in sizes) * (1 - q)
+    n_pad = 1 << (x.shape[-1] - 1).bit_length()
+    return 2.0 * (1 - q) / d * (n_pad - d) / (n_pad - 1)
+
+
+@pytest.mark.parametrize(("algo", "options"), SPARSE_AND_SAMPLED, ids=SPARSE_IDS)
+def test_sparse_and_sampled_sketches_are_unbiased_with_the_predicted_variance(algo, options):
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal(700)
+    x[:10] *= 20  # a few large coordinates (q = ||x||_4^4/||x||^4 far from 0)
+    y = 0.6 * x + 0.8 * rng.standard_normal(700)
+    both = _ratios(algo, options, np.stack([x, y]), 64)
+    r = np.sum(both[:, 0] ** 2, axis=-1) / np.sum(x**2)
+    se = r.std(ddof=1) / np.sqrt(S)
+    assert abs(r.mean() - 1.0) <= Z * se, (r.mean(), se)
+    ip = np.sum(both[:, 0] * both[:, 1], axis=-1) / np.dot(x, y)
+    se_ip = ip.std(ddof=1) / np.sqrt(S)
+    assert abs(ip.mean() - 1.0) <= Z * se_ip, (ip.mean(), se_ip)
+    # the sample variance of r against the exact one, within 5 of its own standard errors
+    # (sqrt((m4 - v^2) / S), m4 the sample's fourth central moment)
+    want = _predicted_variance(algo, options, x, 64)
+    got = r.var(ddof=1)
+    m4 = np.mean((r - r.mean()) ** 4)
+    se_var = np.sqrt(max(m4 - got**2, 0.0) / S)
+    assert abs(got - want) <= Z * se_var, (got, want, se_var)
+
+
+def test_sjlt_columns_have_s_distinct_entries_of_norm_one():
+    op = sk.Sketch(algo="sjlt", in_dim=500, out_dim=30, seed=3, nnz_per_col=4)
+    m = op.apply(np.eye(500), backend="numpy").T  # (D, N)
+    assert np.all(np.count_nonzero(m, axis=0) == 4)
+    np.testing.assert_allclose(np.sum(m**2, axis=0), 1.0, rtol=1e-12)
+    for b in range(4):  # one entry in each block of rows
+        assert np.all(np.count_nonzero(m[b * 30 // 4:(b + 1) * 30 // 4], axis=0) == 1)
+    assert sk.Sketch(algo="sjlt", in_dim=500, out_dim=3, seed=3).options["nnz_per_col"] == 3
+
+
+def test_srht_is_sampled_rows_of_a_signed_hadamard_matrix():
+    op = sk.Sketch(algo="srht", in_dim=100, out_dim=12, seed=4)
+    m = op.apply(np.eye(100), backend="numpy").T
+    n_pad = 128
+    rows = op.impl.params.host["S"]
+    assert len(set(rows.tolist())) == 12 and np.all(np.diff(rows) > 0)  # without replacement
+    want = np.sqrt(n_pad / 12) * (scipy.linalg.hadamard(n_pad) / np.sqrt(n_pad)
+                                  * op.impl.params.host["B"])[rows][:, :100]
+    np.testing.assert_allclose(m, want, atol=1e-12)
+    full = sk.Sketch(algo="srht", in_dim=128, out_dim=128, seed=4)  # D = N': orthogonal
+    q = full.apply(np.eye(128), backend="numpy")
+    np.testing.assert_allclose(q.T @ q, np.eye(128), atol=1e-12)

@@ -48,6 +48,7 @@ VARIANTS: dict[str, list[dict]] = {
     "afjl": [{"preconditioner": p} for p in ("hadamard", "fft", "q")]
     + [{"preconditioner": "fft", "max_block": 8}],
     "qk": [{}, {"in_factors": (10, 10, 3), "out_factors": (4, 2, 2)}],
+    "sjlt": [{}, {"nnz_per_col": 1}],
 }
 SIZES = [(100, 16), (300, 16)]
 SEEDS = [0, 7, 2**64 - 1]
