@@ -64,6 +64,11 @@ class JaxBackend(Backend):
 
     # ---- operator application ---------------------------------------------------------------
     def apply_op(self, op, direction: str, x):
+        from .host import host_apply  # concrete CPU arrays of fused sketches: numba kernels
+
+        y = host_apply(op, direction, x)
+        if y is not None:
+            return y
         if op.params.nbytes() == 0:
             # An operator that keeps no parameters (the dense baseline) regenerates them on the
             # host block by block; compiling would bake every block into the program.

@@ -1,12 +1,16 @@
 """sketchcore_numba: compiled CPU kernels for numpy arrays (the default backend for numpy input).
 
-Overrides the kernels that dominate the sketches on a CPU:
+Overrides what dominates the sketches on a CPU:
 
-* ``fwht``: a cache-blocked, parallel Walsh-Hadamard transform with explicit SIMD butterflies,
-  a few passes over memory whatever the length (see ``_schedule``);
+* ``apply_op``: affd and afjl forward (Hadamard preconditioner) as fused kernels (``_ops``,
+  ``_fused``): affd is one FWHT with the signs in its first sweep and its last level fused with
+  the Gaussian diagonal, the in-factor permutations and the sum that ``R_D H`` reduces to; afjl
+  computes only the D outputs it keeps. Other operators and directions take the generic path.
+* ``fwht``: a depth-first, cache-oblivious Walsh-Hadamard transform of SIMD butterflies
+  (``_fwht``), in place or out of place (``out=``), parallel over rows or inside a long row;
 * ``hadamard``: the permuted Kronecker Hadamard ``M (diag * x)`` of AFFD/AFJL/FJL/FFD with the
-  diagonal, the column gathers and the scaling fused into its first pass and the row gathers into
-  each pass's write-back, so the input is read once and the output written once per pass;
+  column gathers, the diagonal and the scaling fused into the loads of its base blocks and the
+  row gathers as one pass (``_hadamard``);
 * ``ell_matvec``: the sparse products of FJL as parallel loops instead of chunked gathers.
 
 Everything else (Hartley via numpy's FFT, Kronecker matmuls via BLAS) is the reference.
@@ -22,12 +26,32 @@ from sketchcore import Backend, hookimpl
 
 __all__ = ["NumbaBackend"]
 
-_FLOATS = ("float32", "float64")
+_FLOAT_CHARS = ("f", "d")  # float32, float64
+_FUSED = ("affd", "afjl")
+
+
+_KERNELS: dict = {}
+
+
+def _kernel(name: str):
+    """A function of ``._kernels`` (imported on first use: importing it compiles or loads the
+    numba kernels, which ``import sketchcore_numba`` must not do)."""
+    fn = _KERNELS.get(name)
+    if fn is None:
+        from . import _kernels
+
+        fn = _KERNELS[name] = getattr(_kernels, name)
+    return fn
 
 
 def _numpy_float(x) -> bool:
+    """A numpy float32/float64 array in native byte order (``dtype.char``, not ``dtype.name``:
+    the latter is computed in Python and costs microseconds per call)."""
     np = sys.modules.get("numpy")
-    return np is not None and isinstance(x, np.ndarray) and x.dtype.name in _FLOATS
+    if np is None or not isinstance(x, np.ndarray):
+        return False
+    dt = x.dtype
+    return dt.char in _FLOAT_CHARS and dt.isnative
 
 
 class NumbaBackend(Backend):
@@ -36,7 +60,8 @@ class NumbaBackend(Backend):
     name = "numba"
     array_module = "numpy"
     priority = 10
-    description = "numba-compiled parallel CPU kernels on numpy arrays (fused Hadamard, FWHT)"
+    description = (
+        "numba-compiled parallel CPU kernels on numpy arrays (SIMD FWHT, fused affd/afjl)")
     compiled_host_kernels = True  # torch CPU tensors come here too (sketchcore_torch.host)
 
     def namespace(self):
@@ -55,13 +80,26 @@ class NumbaBackend(Backend):
             return f"numba cannot be imported ({type(err).__name__}: {err}); pip install numba"
         return super().check()
 
-    # ---- kernels --------------------------------------------------------------------------
-    def fwht(self, x, /):
-        if not _numpy_float(x):
-            return super().fwht(x)
-        from ._kernels import fwht
+    # ---- whole operators -------------------------------------------------------------------
+    def apply_op(self, op, direction: str, x):
+        """affd and afjl forward (Hadamard preconditioner) on numpy float arrays run as fused
+        kernels (see ``_ops``); everything else takes the generic path."""
+        if direction == "forward" and _numpy_float(x) and getattr(op, "name", None) in _FUSED:
+            y = _kernel("fused_forward")(op, x)
+            if y is not None:
+                return y
+        return super().apply_op(op, direction, x)
 
-        return fwht(x)
+    # ---- kernels --------------------------------------------------------------------------
+    def fwht(self, x, /, *, out=None):
+        """The FWHT of the last axis; ``out`` (same shape and dtype, C-contiguous; ``x`` itself
+        for in place) saves allocating, and first touching, a new result array."""
+        if not _numpy_float(x):
+            if out is not None:
+                raise ValueError(f"fwht(out=...) needs a float32/float64 numpy input, got "
+                                 f"{type(x).__name__} of dtype {getattr(x, 'dtype', None)}.")
+            return super().fwht(x)
+        return _kernel("fwht")(x, out)
 
     def hadamard(self, x, plan, /, *, diag=None):
         if not _numpy_float(x):

@@ -1,53 +1,195 @@
 """The kernels ``NumbaBackend`` overrides, on numpy float32/float64 arrays: argument checks,
-reshaping to ``(rows, n)``, plan caching, and the calls into the compiled passes."""
+reshaping to ``(rows, n)``, aligned results, plan caching, threading, and the calls into the
+compiled code (``_fwht``, ``_hadamard``, ``_sparse``; the fused sketches are in ``_ops``)."""
 
 from __future__ import annotations
 
-import functools
+import threading
 import weakref
 
 import numba
 import numpy as np
 
-from ._run import PARALLEL_MIN, run_passes
-from ._schedule import plan_passes
+from ._fwht import empty_signs, fwht_plain, fwht_row_parallel, fwht_rows, fwht_rows_serial
+from ._hadamard import gather_rows, had_row_parallel_load, had_rows, had_top_level
+from ._ops import forward as fused_forward
+from ._simd import VECTOR_BYTES
 from ._sparse import ell_rows
 
-__all__ = ["fwht", "hadamard", "ell_matvec"]
+__all__ = ["fwht", "hadamard", "ell_matvec", "aligned_empty", "fused_forward", "PARALLEL_MIN"]
 
-_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: byte alignment of the arrays this module allocates: one cache line, so no vector load of a
+#: transform ever straddles two lines (a 16-byte aligned numpy array makes half of them do so,
+#: which costs about 30% at n = 2^20)
+ALIGN = 64
+#: results at least this large are allocated aligned (smaller ones: plain np.empty, cheaper)
+ALIGN_MIN_BYTES = 1 << 16
+#: below this many elements one thread is faster than waking the others
+PARALLEL_MIN = 1 << 18
+#: a single row at least this long is transformed by all threads (shorter rows: one thread)
+PARALLEL_ROW_MIN = 1 << 17
+_NO_SIGNS = {np.dtype(np.float32): empty_signs(np.float32),
+             np.dtype(np.float64): empty_signs(np.float64)}
 
-
-@functools.lru_cache(maxsize=64)
-def _fwht_passes(n: int):
-    return plan_passes((n,), (None,), (None,))
-
-
-def _kron_passes(plan):
-    passes = _PLANS.get(plan)
-    if passes is None:
-        passes = plan_passes(plan.sizes, plan.row_perm, plan.col_perm)
-        _PLANS[plan] = passes
-    return passes
-
-
-def _rows(x: np.ndarray) -> np.ndarray:
-    """``x`` as a C-contiguous ``(rows, n)`` array (a copy only when ``x`` is not contiguous)."""
-    n = x.shape[-1]
-    return np.ascontiguousarray(x).reshape(-1, n)
+#: longest run of a Kronecker gather reordered at once (elements; 16 KiB of float64)
+RUN_MAX = 1 << 11
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_local = threading.local()
 
 
-def fwht(x: np.ndarray) -> np.ndarray:
-    """Unnormalized Walsh-Hadamard transform of the last axis (Sylvester order)."""
-    if x.ndim == 0:
+def aligned_empty(shape, dtype, align: int = ALIGN) -> np.ndarray:
+    """``np.empty(shape, dtype)`` whose data starts on an ``align``-byte boundary (small arrays:
+    plain ``np.empty``; the alignment only pays once the data leaves the L1 cache)."""
+    dtype = np.dtype(dtype)
+    count = 1
+    for s in shape:
+        count *= int(s)
+    nbytes = count * dtype.itemsize
+    if nbytes < ALIGN_MIN_BYTES and align == ALIGN:
+        return np.empty(shape, dtype=dtype)
+    raw = np.empty(nbytes + align, dtype=np.uint8)
+    off = (-raw.__array_interface__["data"][0]) % align
+    return raw[off : off + nbytes].view(dtype).reshape(shape)
+
+
+def _threads(elements: int) -> int:
+    return 1 if elements < PARALLEL_MIN else numba.get_num_threads()
+
+
+# ---- fwht ---------------------------------------------------------------------------------------
+def _check_out(out, x) -> np.ndarray:
+    if out is not x and (not isinstance(out, np.ndarray) or out.shape != x.shape
+                         or out.dtype != x.dtype):
+        raise ValueError(
+            f"fwht: out must be a numpy array of the input's shape {x.shape} and dtype {x.dtype}, "
+            f"got {type(out).__name__} {getattr(out, 'shape', '')} "
+            f"{getattr(out, 'dtype', '')}; pass out=None for a new array."
+        )
+    flags = out.flags
+    if not flags.c_contiguous or not flags.writeable:
+        raise ValueError("fwht: out must be a writeable C-contiguous array (pass out=None for a "
+                         "new array).")
+    if out is not x and np.may_share_memory(out, x):
+        raise ValueError("fwht: out overlaps x without being x; pass out=x to transform in place "
+                         "or a separate array.")
+    return out
+
+
+def fwht(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Unnormalized Walsh-Hadamard transform of the last axis (Sylvester order), into ``out``
+    (a new 64-byte aligned array when None; ``out=x`` transforms in place)."""
+    shape = x.shape
+    if not shape:
         raise ValueError("fwht needs an array with a last axis, got a 0-d array.")
-    n = x.shape[-1]
+    n = shape[-1]
     if n < 1 or n & (n - 1):
         raise ValueError(
             f"the Walsh-Hadamard transform needs a power-of-two length on the last axis, got {n}; "
             "the sketches pad automatically (sketchcore.kernels.pad_last pads by hand)."
         )
-    return run_passes(_rows(x), _fwht_passes(n), None, 1.0).reshape(x.shape)
+    y = aligned_empty(shape, x.dtype) if out is None else _check_out(out, x)
+    size = x.size
+    if size == 0:
+        return y
+    src = x if x.flags.c_contiguous else np.ascontiguousarray(x)
+    if len(shape) != 1:
+        y1, src = y.reshape(-1), src.reshape(-1)
+    else:
+        y1 = y
+    if size < PARALLEL_MIN:
+        fwht_plain(y1, src, size // n, n)
+    else:
+        bits, lut = _NO_SIGNS[x.dtype]
+        fwht_flat(y1, src, size // n, n, bits, lut, False)
+    return y
+
+
+def fwht_flat(dst, src, rows, n, bits, lut, signs) -> None:
+    """The transform of ``rows`` contiguous rows of length ``n`` (flat arrays), on as many
+    threads as the work is worth: rows in parallel, or one long row split inside."""
+    threads = _threads(rows * n)
+    if threads > 1 and rows >= 2:
+        fwht_rows(dst, src, rows, n, bits, lut, signs, min(threads, rows))
+    elif threads > 1 and n >= PARALLEL_ROW_MIN:
+        for r in range(rows):
+            fwht_row_parallel(dst, r * n, src, r * n, n, bits, 0, lut, signs, threads)
+    else:
+        fwht_rows_serial(dst, src, rows, n, bits, lut, signs)
+
+
+# ---- hadamard -----------------------------------------------------------------------------------
+class _Gather:
+    """A Kronecker gather ``pi(j) = hi[j >> t] + lo[j & (2^t - 1)]`` (see ``_hadamard``).
+
+    ``t`` is a factor boundary with runs of ``2^t <= RUN_MAX`` elements (a run is reordered
+    inside L1): the largest one below which no factor is permuted (runs then move as vectors),
+    else the largest one. Only a factor longer than ``RUN_MAX`` forces longer runs."""
+
+    def __init__(self, sizes, perms):
+        # a factor without a permutation can be cut at any bit: split it into factors of 2
+        fs, ps = [], []
+        for size, p in zip(sizes, perms):
+            bits = int(size).bit_length() - 1
+            if p is None:
+                fs += [2] * bits
+                ps += [None] * bits
+            elif bits:
+                fs.append(int(size))
+                ps.append(p)
+        self.identity = all(p is None for p in ps)
+        bounds = [0]  # factor boundaries, counted from the right
+        for size in reversed(fs):
+            bounds.append(bounds[-1] + (size.bit_length() - 1))
+        total = bounds[-1]
+        lanes_log = (VECTOR_BYTES // 4).bit_length() - 1
+        fits = [k for k, t in enumerate(bounds) if (1 << t) <= RUN_MAX]
+        plain = [k for k in fits if all(p is None for p in ps[len(fs) - k :])
+                 and bounds[k] >= min(lanes_log, total)]
+        if plain:
+            k = plain[-1]
+        elif len(fits) > 1:
+            k = fits[-1]
+        else:  # the last factor alone is longer than RUN_MAX: the smallest tables
+            k = min(range(len(bounds)), key=lambda i: (1 << bounds[i]) + (1 << (total - bounds[i])))
+        t = bounds[k]
+        cut = len(fs) - k
+        self.t = t
+        self.lo_id = all(p is None for p in ps[cut:])
+        self.hi = (_kron_index(fs[:cut], ps[:cut]) << t).astype(np.int64)
+        self.lo = _kron_index(fs[cut:], ps[cut:]).astype(np.int32)
+
+
+def _kron_index(sizes, perms) -> np.ndarray:
+    idx = np.zeros(1, dtype=np.int64)
+    for size, p in zip(sizes, perms):
+        size = int(size)
+        q = np.arange(size, dtype=np.int64) if p is None else np.asarray(p, dtype=np.int64)
+        idx = (idx[:, None] * size + q[None, :]).ravel()
+    return idx
+
+
+def _tables(plan):
+    tabs = _TABLES.get(plan)
+    if tabs is None:
+        for size in plan.sizes:
+            if size < 1 or size & (size - 1):
+                raise ValueError(
+                    f"Hadamard factor sizes must be powers of two, got {tuple(plan.sizes)}; build "
+                    "the KronPlan with power-of-two sizes (sketchcore.structure.pow2_factors).")
+        tabs = (_Gather(plan.sizes, plan.col_perm), _Gather(plan.sizes, plan.row_perm))
+        _TABLES[plan] = tabs
+    return tabs
+
+
+def _row_scratch(dtype, size) -> np.ndarray:
+    """Per-thread scratch for row-permuted transforms, reused across calls."""
+    key = np.dtype(dtype).char
+    buf = getattr(_local, key, None)
+    if buf is None or buf.size < size:
+        buf = aligned_empty((size,), dtype)
+        if buf.nbytes <= 256 << 20:
+            setattr(_local, key, buf)
+    return buf[:size]
 
 
 def hadamard(x: np.ndarray, plan, diag) -> np.ndarray:
@@ -57,7 +199,8 @@ def hadamard(x: np.ndarray, plan, diag) -> np.ndarray:
             f"hadamard: the last axis of x (shape {x.shape}) must have the plan's length {plan.n} "
             f"(factor sizes {plan.sizes}); pad x or build the plan for its length."
         )
-    scale = 1.0 / float(plan.n) ** 0.5
+    n = plan.n
+    scale = 1.0 / float(n) ** 0.5
     d = None
     if diag is not None:
         d = np.asarray(diag)
@@ -66,13 +209,61 @@ def hadamard(x: np.ndarray, plan, diag) -> np.ndarray:
         if d.ndim == 0:
             scale *= float(d)
             d = None
-        elif d.shape != (plan.n,):
+        elif d.shape != (n,):
             x = np.multiply(x, d)  # a batched diagonal: apply it first (broadcasting as numpy)
             d = None
         else:
             d = np.ascontiguousarray(d)
-    y = run_passes(_rows(x), _kron_passes(plan), d, scale)
-    return y.reshape(x.shape)
+    out = aligned_empty(x.shape, x.dtype)
+    if x.size == 0:
+        return out
+    cols, rows_g = _tables(plan)
+    xf = np.ascontiguousarray(x).reshape(-1)
+    of = out.reshape(-1)
+    rows = x.size // n
+    use_diag = d is not None
+    dd = d if use_diag else xf[:1]
+    sc = x.dtype.type(scale)
+    threads = _threads(x.size)
+    if rows_g.identity:
+        _transform(of, xf, rows, n, dd, use_diag, sc, cols, threads)
+        return out
+    # row permutations: transform into scratch, a few rows at a time, then gather
+    chunk = max(1, min(rows, threads))
+    F = _row_scratch(x.dtype, chunk * n)
+    for r0 in range(0, rows, chunk):
+        r = min(chunk, rows - r0)
+        _transform(F, xf[r0 * n : (r0 + r) * n], r, n, dd, use_diag, sc, cols, threads)
+        workers = threads if r >= threads or n >= PARALLEL_ROW_MIN else r
+        gather_rows(of[r0 * n : (r0 + r) * n], F, r, n, rows_g.hi, rows_g.lo, rows_g.t,
+                    rows_g.lo_id, max(1, workers))
+    return out
+
+
+def _transform(F, xf, rows, n, d, use_diag, scale, g, threads):
+    """``F = H P_col (d * x) * scale`` for ``rows`` flat rows."""
+    lanes = VECTOR_BYTES // F.itemsize
+    if threads > 1 and rows < threads and n >= PARALLEL_ROW_MIN and n >= 8 * lanes:
+        blog = (16384 // F.itemsize).bit_length() - 1
+        lg = n.bit_length() - 1
+        rest = lg - min(lg, blog)
+        if rest > 0:
+            top = 8 if rest >= 3 else 1 << rest
+            sub = n // top
+            for r in range(rows):
+                had_row_parallel_load(F, r * n, sub, top, xf, r * n, d, use_diag, scale, g.hi,
+                                      g.lo, g.t, g.lo_id, min(threads, top))
+                had_top_level(F, r * n, sub, top, threads)
+            return
+    had_rows(F, xf, rows, n, d, use_diag, scale, g.hi, g.lo, g.t, g.lo_id,
+             max(1, min(threads, rows)))
+
+
+# ---- ell_matvec ---------------------------------------------------------------------------------
+def _rows(x: np.ndarray) -> np.ndarray:
+    """``x`` as a C-contiguous ``(rows, n)`` array (a copy only when ``x`` is not contiguous)."""
+    n = x.shape[-1]
+    return np.ascontiguousarray(x).reshape(-1, n)
 
 
 def ell_matvec(x: np.ndarray, idx, vals) -> np.ndarray:

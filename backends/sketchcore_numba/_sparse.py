@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._wht import JIT
+from ._fwht import JIT
 
 __all__ = ["ell_rows"]
 

@@ -1,14 +1,13 @@
 """The numba backend: kernels against the reference kernels, every sketch against the numpy
 backend, registry resolution, and the import-time promise (importing it does not import numba).
 
-The compiled passes only split a transform into several passes for lengths above 2^16; the
-``small_passes`` fixture shrinks the cache limits so that small hypothesis cases run through every
-code path (column passes, panels spanning several vectors, several workers).
+The kernels only go parallel above a size threshold and cut Kronecker gathers into runs of up to
+2^11 elements; the ``passes`` fixture shrinks those limits so that small hypothesis cases run
+through every code path (one row on all threads, rows in parallel, short gather runs).
 """
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 
@@ -41,19 +40,20 @@ def nbe():
 
 @pytest.fixture(params=["default", "small"])
 def passes(request, monkeypatch):
-    """Run with the real cache limits, and with tiny ones that force many passes and panels."""
-    from sketchcore_numba import _kernels, _run, _schedule
+    """Run with the real thresholds, and with tiny ones that send small inputs through every
+    code path: all threads on one row (sub-blocks, then the top level split by columns), rows in
+    parallel, and Kronecker gathers cut into short runs."""
+    from sketchcore_numba import _kernels, _ops
 
     if request.param == "small":
-        monkeypatch.setattr(_schedule, "ROW_MAX_LOG2", 3)
-        monkeypatch.setattr(_schedule, "COLUMN_MAX_LOG2", 2)
-        monkeypatch.setattr(_run, "PANEL_BYTES", 256)
-        monkeypatch.setattr(_run, "PARALLEL_MIN", 0)
-    _kernels._fwht_passes.cache_clear()
-    _kernels._PLANS.clear()
+        monkeypatch.setattr(_kernels, "PARALLEL_MIN", 0)
+        monkeypatch.setattr(_kernels, "PARALLEL_ROW_MIN", 64)
+        monkeypatch.setattr(_kernels, "RUN_MAX", 8)
+        monkeypatch.setattr(_ops, "PARALLEL_MIN", 0)
+        monkeypatch.setattr(_ops, "PARALLEL_ROW_MIN", 64)
+    _kernels._TABLES.clear()
     yield request.param
-    _kernels._fwht_passes.cache_clear()
-    _kernels._PLANS.clear()
+    _kernels._TABLES.clear()
 
 
 def close(actual, expected, dtype, scale=1.0):
@@ -93,7 +93,7 @@ def test_fwht_equals_dense_hadamard(nbe, passes, log_n, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fwht_large_multi_pass(nbe, dtype):
-    """2^20 takes a column pass and a row pass with the real limits; H H x = n x."""
+    """2^20: base blocks and three depth-first levels above them; H H x = n x."""
     n = 1 << 20
     x = np.random.default_rng(1).standard_normal((2, n)).astype(dtype)
     y = nbe.fwht(x)
@@ -149,7 +149,8 @@ def test_hadamard_equals_reference(nbe, passes, plan, batch, dtype, with_diag, s
     "sizes", [(256, 256, 4), (1024, 1024), (2, 2048, 64), (65536, 4), (8, 131072)]
 )
 def test_hadamard_large_plans(nbe, sizes):
-    """Plans above the row-pass limit: permuted factors fused into column and row passes."""
+    """Long plans: permuted factors gathered in runs into the base blocks (columns) and from the
+    transformed rows (rows)."""
     rng = np.random.default_rng(len(sizes))
     plan = KronPlan(sizes, row_perm=[rng.permutation(s) for s in sizes],
                     col_perm=[rng.permutation(s) if s < 4096 else None for s in sizes])
@@ -230,15 +231,15 @@ def test_numpy_arrays_default_to_numba(nbe, monkeypatch):
     x = np.random.default_rng(5).standard_normal((2, 300)).astype(np.float32)
     assert sk.resolve_backend(None, x) is nbe
     calls = []
-    original = nbe.hadamard
+    original = nbe.apply_op
 
-    def spy(*args, **kwargs):
-        calls.append(args[0].shape)
-        return original(*args, **kwargs)
+    def spy(op, direction, arr):
+        calls.append((op.name, direction, arr.shape))
+        return original(op, direction, arr)
 
-    monkeypatch.setattr(nbe, "hadamard", spy)
+    monkeypatch.setattr(nbe, "apply_op", spy)
     y = sk.sketch(x, algo="afjl", out_dim=16, seed=3)
-    assert calls, "sk.sketch on a numpy array did not run the numba kernels"
+    assert calls, "sk.sketch on a numpy array did not run the numba backend"
     close(y, sk.sketch(x, algo="afjl", out_dim=16, seed=3, backend="numpy"), np.float32)
 
 
@@ -265,12 +266,14 @@ def test_conformance_suite(nbe):
     assert testing.check_backend("numba") > 0
 
 
-def test_pass_plan_counts():
-    """The schedule keeps DRAM passes few: 2^24 and 2^26 take two passes, 2^16 one."""
-    from sketchcore_numba._schedule import plan_passes
+def test_fwht_bitwise_independent_of_threads(nbe, monkeypatch):
+    """Serial, rows in parallel and one row split among threads run the same butterflies in the
+    same order: bitwise equal results."""
+    from sketchcore_numba import _kernels
 
-    def count(n):
-        return len(plan_passes((n,), (None,), (None,)))
-
-    assert [count(1 << m) for m in (0, 10, 16, 20, 24, 26)] == [0, 1, 1, 2, 2, 2]
-    assert math.prod(p.g for p in plan_passes((1 << 26,), (None,), (None,))) == 1 << 26
+    x = np.random.default_rng(6).standard_normal((3, 1 << 15)).astype(np.float32)
+    serial = nbe.fwht(x)
+    monkeypatch.setattr(_kernels, "PARALLEL_MIN", 0)
+    monkeypatch.setattr(_kernels, "PARALLEL_ROW_MIN", 1 << 10)
+    np.testing.assert_array_equal(nbe.fwht(x), serial)  # rows in parallel
+    np.testing.assert_array_equal(nbe.fwht(x[:1]), serial[:1])  # one row on all threads
