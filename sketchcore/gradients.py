@@ -28,7 +28,8 @@ Layouts (how the N selected parameters meet the sketch):
   is computed from the layer's inputs and output gradients without forming ``G``
   (``per_example_sketches`` in explicit mode); everything else about the map is as in
   ``"blocks"``. The sketch's algorithm, seed and options make ``R`` and ``C`` (seeds hashed from
-  the seed, the tensor's name and the side).
+  the seed, the tensor's name and the side); ``factor_algo`` in the sketch dict gives the
+  factors another algorithm (used without the sketch's options).
 
 Modes: ``"explicit"`` sketches the computed gradient (autodiff hands each block's cotangent to
 ``Sketch.apply``); ``"implicit"`` differentiates ``omega -> L(theta0 + Phi^T omega)`` at 0 through
@@ -64,6 +65,9 @@ MODES = ("explicit", "implicit")
 SMALL_BLOCKS = ("group", "pad")
 #: the sketch a ``GradientSketcher`` uses when none is given (copied, never mutated)
 DEFAULT_SKETCH = {"algo": "affd", "out_dim": 4096, "seed": 0}
+#: the algorithm of the Kronecker factors of the factored layout when the sketch gives no
+#: ``factor_algo`` (None: the sketch's own ``algo``, with its options)
+DEFAULT_FACTOR_ALGO = None
 #: largest N for which ``hessian`` builds the dense (N, N) matrix
 MAX_HESSIAN_PARAMS = 3000
 
@@ -317,7 +321,14 @@ class SketchPlan:
                 )
         self.spec = dict(spec)
         algo, out_dim, seed = spec["algo"], spec["out_dim"], spec["seed"]
-        options = {k: v for k, v in spec.items() if k not in ("algo", "out_dim", "seed")}
+        options = {k: v for k, v in spec.items()
+                   if k not in ("algo", "out_dim", "seed", "factor_algo")}
+        factor_algo = spec.get("factor_algo")
+        if factor_algo is not None and layout != "factored":
+            raise InvalidOptionError(
+                f"factor_algo={factor_algo!r} chooses the Kronecker factors of the factored "
+                f"layout; this sketcher's layout is {layout!r}. Drop it, or use "
+                "layout='factored'.")
         self.out_dim = int(out_dim)
 
         def build(in_dim, seed_):
@@ -338,8 +349,10 @@ class SketchPlan:
             kron = factorable.get(name)
             if kron is not None and size >= self.out_dim \
                     and kronecker_dims(self.out_dim, *kron) is not None:
-                op = KroneckerSketch(algo=algo, rows=kron[0], cols=kron[1], out_dim=out_dim,
-                                     seed=seed, name=name, **options)
+                op = KroneckerSketch(
+                    algo=factor_algo or DEFAULT_FACTOR_ALGO or algo, rows=kron[0],
+                    cols=kron[1], out_dim=out_dim, seed=seed, name=name,
+                    **({} if (factor_algo or DEFAULT_FACTOR_ALGO) else options))
                 self.blocks.append(Block(name, [i], size, size, op))
             elif size >= self.out_dim:
                 self.blocks.append(Block(name, [i], size, size, build(size, block_seed(seed, name))))

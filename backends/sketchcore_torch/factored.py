@@ -194,7 +194,6 @@ class FactoredEngine:
     def _setup(self, demoted: set):
         adapter, plan = self.adapter, self.plan
         owners, counts = _owners(self.model)
-        name_of = {id(t): n for n, t in zip(adapter.names, adapter.tensors)}
         kron_of = {b.members[0]: b for b in plan.kronecker_blocks}
         self.in_pass: set[str] = set()       # names whose contribution the hooks compute
         tasks: dict[int, _Task] = {}
