@@ -41,6 +41,10 @@ PAPER = ("fjl", "affd", "afjl", "qk")
 VARIANTS = [("fjl", "fjl", {}), ("affd", "affd", {}), ("afjl", "afjl", {}), ("qk", "qk", {}),
             ("sjlt", "sjlt", {}), ("sjlt-s1", "sjlt", {"nnz_per_col": 1}),
             ("sjlt-s8", "sjlt", {"nnz_per_col": 8}), ("srht", "srht", {})]
+#: the calibration also covers the baselines (dense only where N D stays small: it regenerates
+#: its Gaussian matrix at every call)
+CALIBRATED = [("dense", "dense", {}), ("ffd", "ffd", {}), *VARIANTS]
+DENSE_MAX_ENTRIES = 1 << 30
 #: the paper's Table 6 (GPT-2): minimum log2 D for Pearson r > 0.95 / 0.98 / 0.99
 PAPER_TABLE6 = {"fjl": (10, 12, 13), "affd": (10, 12, 13), "afjl": (12, 13, 15),
                 "qk": (14, 16, 17)}
@@ -140,7 +144,9 @@ def gradients(name: str, n_train: int, n_test: int):
 def pearson_table(g_tr, g_te, log_dims) -> dict:
     from scipy.stats import pearsonr
 
-    exact = (g_te.astype(np.float64) @ g_tr.T.astype(np.float64)).ravel()
+    from sketchcore.quality import _gram64
+
+    exact = _gram64(g_te, g_tr).ravel()
     res = {}
     print(f"Pearson r of sketched vs exact gradient inner products (seed 0; {load_line()})")
     print(f"{'algo':<8}" + "".join(f"{'2^' + str(k):>7}" for k in log_dims))
@@ -175,12 +181,15 @@ def calibration_table(vectors: dict, log_dims, seeds: int) -> dict:
     names = list(vectors)
     out = {}
     print(f"{'algo':<8} {'D':>6} " + "".join(f"{n:>16}" for n in names) + f"{'used':>8}")
-    for label, algo, opts in VARIANTS:
+    for label, algo, opts in CALIBRATED:
         cls = registry().algorithms[algo]
         for k in log_dims:
             d = 1 << k
             cells = []
             for name in names:
+                if algo == "dense" and d * vectors[name].shape[1] > DENSE_MAX_ENTRIES:
+                    cells.append("-")
+                    continue
                 norm_f, pair_f = calibrate(vectors[name], algo, [d], seeds=seeds, **opts)[d]
                 out.setdefault(label, {}).setdefault(name, {})[d] = (norm_f, pair_f)
                 cells.append(f"{norm_f:.2f}/{pair_f:.2f}")

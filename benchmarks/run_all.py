@@ -42,6 +42,9 @@ RUNS = {
                                        "--out", "bench-out/factored"], []),
     "tda": ("2. Accuracy: gradient inner products (TDA) vs exact; layer selection",
             ["benchmarks/bench_tda.py", "--out", "bench-out/tda"], ["bench-out/tda/*/*.png"]),
+    "sketches_extra": ("2b. SJLT and SRHT beside the paper's sketches (time, accuracy); the "
+                       "evidence behind out_dim='auto'; SketchProjection vs scikit-learn",
+                       ["benchmarks/bench_sketches_extra.py"], []),
     "spectrum": ("3. Eigenvalues: Table-7-style error; memory; evolution over training",
                  ["benchmarks/bench_spectrum.py", "--out", "bench-out/spectrum"],
                  ["bench-out/spectrum/*.png"]),
@@ -53,9 +56,6 @@ RUNS = {
                ["benchmarks/bench_memory.py"], []),
     "trak": ("6. TRAK side by side with traker: agreement, time, LDS vs D and ensemble size",
              ["benchmarks/bench_trak.py", "--out", "bench-out/trak"], ["bench-out/trak/*.png"]),
-    "sketches_extra": ("7. SJLT and SRHT beside the paper's sketches; the evidence behind "
-                       "out_dim='auto'; SketchProjection vs scikit-learn",
-                       ["benchmarks/bench_sketches_extra.py"], []),
 }
 
 

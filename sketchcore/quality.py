@@ -297,7 +297,18 @@ def _fmt(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
-def _distortions(x64, gram, y) -> dict:
+def _gram64(a: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
+    """``a @ other.T`` accumulated in float64, a block of columns at a time (the float64
+    temporaries stay bounded whatever N is)."""
+    other = a if other is None else other
+    step = max(1, (1 << 24) // max(1, a.shape[0] + other.shape[0]))
+    out = np.zeros((a.shape[0], other.shape[0]))
+    for c in range(0, a.shape[1], step):
+        out += a[:, c:c + step].astype(np.float64) @ other[:, c:c + step].astype(np.float64).T
+    return out
+
+
+def _distortions(gram, y) -> dict:
     """Norm and pair distortions of sketched rows ``y`` against the exact Gram matrix."""
     y = np.asarray(y, dtype=np.float64)
     sk_gram = y @ y.T
@@ -346,8 +357,7 @@ def quality(x, *, algo="affd", out_dims=None, target: float = DEFAULT_EPS, seed:
     algos = [algo] if isinstance(algo, str) else list(algo)
     if not algos:
         raise InvalidOptionError("quality() needs at least one algorithm, e.g. algo='affd'.")
-    x64 = a.astype(np.float64)
-    gram = x64 @ x64.T
+    gram = _gram64(a)
     report = QualityReport(in_dim=dim, n_vectors=n, seed=seed, target=target)
     try:
         from sklearn.random_projection import johnson_lindenstrauss_min_dim
@@ -371,7 +381,7 @@ def quality(x, *, algo="affd", out_dims=None, target: float = DEFAULT_EPS, seed:
             from .testing.conformance import to_numpy
 
             y = to_numpy(op.apply(a, backend=backend))
-            stats = _distortions(x64, gram, y)
+            stats = _distortions(gram, y)
             row = {"algo": cls.name, "out_dim": d,
                    **{k: stats[k] for k in ("norm_max", "pair_max", "pair_p95", "pearson")}}
             report.rows.append(row)
@@ -391,14 +401,13 @@ def calibrate(x, algo: str, out_dims, *, seeds: int = 4, backend=None, **options
     from .testing.conformance import to_numpy
 
     a = _host_rows(x, None)
-    x64 = a.astype(np.float64)
-    gram = x64 @ x64.T
+    gram = _gram64(a)
     out = {}
     for d in out_dims:
         norm, pair = [], []
         for s in range(seeds):
             op = Sketch(algo=algo, in_dim=a.shape[1], out_dim=d, seed=s, **options)
-            stats = _distortions(x64, gram, to_numpy(op.apply(a, backend=backend)))
+            stats = _distortions(gram, to_numpy(op.apply(a, backend=backend)))
             norm.append(stats["norm_sq"])
             pair.append(stats["pair_sq_rel"])
         norm_f = float(np.mean(np.concatenate(norm))) * d / 2.0
