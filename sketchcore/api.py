@@ -224,7 +224,7 @@ class Sketch:
         n_rows = 1
         for b in batch:
             n_rows *= b
-        if rows is None or n_rows <= rows:
+        if rows is None or n_rows <= rows or be.scratch_is_bounded(self.impl, direction, x):
             return be.apply_op(self.impl, direction, x)
         xp = be.namespace()
         flat = xp.reshape(x, (n_rows, x.shape[-1]))

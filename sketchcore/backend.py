@@ -97,6 +97,13 @@ class Backend:
         compiler override this to compile the whole direction once per operator (jax.jit)."""
         return getattr(op, direction)(self, x)
 
+    def scratch_is_bounded(self, op, direction: str, x) -> bool:
+        """True when ``apply_op(op, direction, x)`` keeps its scratch memory independent of the
+        batch (e.g. a fused kernel with one row of scratch per worker): ``Sketch`` then hands it
+        the whole batch instead of ``rows_per_call`` rows at a time (no concatenation of parts).
+        The default, False, suits kernels whose temporaries grow with the batch."""
+        return False
+
     # ---- kernels --------------------------------------------------------------------------
     def fwht(self, x, /):
         return kernels.fwht(self.namespace(), x)

@@ -63,6 +63,11 @@ class JaxBackend(Backend):
             return jnp.asarray(np.asarray(x))
 
     # ---- operator application ---------------------------------------------------------------
+    def scratch_is_bounded(self, op, direction: str, x) -> bool:
+        from .host import fused_input
+
+        return fused_input(op, direction, x) is not None
+
     def apply_op(self, op, direction: str, x):
         from .host import host_apply  # concrete CPU arrays of fused sketches: numba kernels
 

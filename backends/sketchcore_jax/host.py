@@ -1,20 +1,18 @@
 """jax CPU arrays through the compiled host kernels of the numpy backend (numba), outside jit.
 
 On a CPU, XLA compiles the lookup-free Kronecker einsums of ``kron.py`` into one program per
-operator, but it does not fuse a long Walsh-Hadamard transform into cache-blocked passes; the
-numba backend's fused affd/afjl forward kernels are 30-90x faster there (measured on the 2-core
-CPU: affd on 8 rows of 2^20 floats, D = 2^12, took 1.9 s through XLA and 21 ms through numba;
-afjl 0.96 s and 14 ms). So a *concrete* CPU ``jax.Array`` (float32/float64, not a tracer) of an
-operator the host kernels fuse is viewed as a read-only numpy array (zero-copy on the CPU),
-sketched there, and the (small) result is put back on the device.
+operator, but it does not fuse a long Walsh-Hadamard transform into cache-blocked passes, which
+the numba backend's affd/afjl forward kernels do (the two side by side: docs/results.md, section
+1c). So a *concrete* CPU ``jax.Array`` (float32/float64, not a tracer) of an operator the host
+kernels fuse is viewed as a read-only numpy array (zero-copy on the CPU), sketched there, and the
+(small) result is put back on the device.
 
 Inside ``jax.jit``, ``grad`` or ``vmap`` the input is a tracer and nothing changes: the jitted
 XLA program runs, differentiable and portable to GPU/TPU. ``host_callback(op)`` wraps the same
 host kernel in ``jax.pure_callback`` for jit users who want it anyway: it works under ``jit`` and
-``vmap`` but has no derivative, runs on the host even inside a GPU program, and measured 4-11x
-slower than the direct call outside jit (the callback machinery copies and synchronizes), while
-still 8-20x faster than XLA on a CPU at N = 2^20 and 2^22. ``SKETCHCORE_JAX_HOST_KERNELS=0``
-turns the host path off.
+``vmap`` but has no derivative, runs on the host even inside a GPU program, and is slower than
+the direct call outside jit (the callback machinery copies and synchronizes).
+``SKETCHCORE_JAX_HOST_KERNELS=0`` turns the host path off.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ import os
 
 import numpy as np
 
-__all__ = ["enabled", "host_backend", "host_apply", "host_callback"]
+__all__ = ["enabled", "host_backend", "fused_input", "host_apply", "host_callback"]
 
 #: the operators whose host forward is a fused kernel (others gain nothing over XLA's program)
 _FUSED = ("affd", "afjl")
@@ -49,9 +47,10 @@ def _fused(op, direction: str) -> bool:
             and getattr(op, "opts", {}).get("preconditioner") == "hadamard")
 
 
-def host_apply(op, direction: str, x):
-    """``op.<direction>`` of a concrete CPU ``jax.Array`` on the host kernels, or None when the
-    host path does not apply (traced or non-CPU input, other dtypes or operators, disabled)."""
+def fused_input(op, direction: str, x):
+    """(host backend, zero-copy numpy view of ``x``) when the host kernels run ``op``'s
+    ``direction`` on ``x`` as one fused pass, else None (traced or non-CPU input, other dtypes
+    or operators, disabled)."""
     if not enabled() or not _fused(op, direction):
         return None
     import jax
@@ -70,8 +69,20 @@ def host_apply(op, direction: str, x):
     be = host_backend()
     if be is None:
         return None
-    y = be.apply_op(op, direction, np.asarray(x))
-    return jax.device_put(y, next(iter(x.devices())))
+    xn = np.asarray(x)
+    return (be, xn) if be.scratch_is_bounded(op, direction, xn) else None
+
+
+def host_apply(op, direction: str, x):
+    """``op.<direction>`` of a concrete CPU ``jax.Array`` on the host kernels, or None when
+    ``fused_input`` refuses it."""
+    found = fused_input(op, direction, x)
+    if found is None:
+        return None
+    import jax
+
+    be, xn = found
+    return jax.device_put(be.apply_op(op, direction, xn), next(iter(x.devices())))
 
 
 def host_callback(op, direction: str = "forward"):

@@ -90,6 +90,11 @@ class NumbaBackend(Backend):
                 return y
         return super().apply_op(op, direction, x)
 
+    def scratch_is_bounded(self, op, direction: str, x) -> bool:
+        """The fused passes keep one row of scratch per worker, whatever the batch."""
+        return (direction == "forward" and _numpy_float(x)
+                and getattr(op, "name", None) in _FUSED and _kernel("fused_handles")(op, x))
+
     # ---- kernels --------------------------------------------------------------------------
     def fwht(self, x, /, *, out=None):
         """The FWHT of the last axis; ``out`` (same shape and dtype, C-contiguous; ``x`` itself

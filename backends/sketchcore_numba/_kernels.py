@@ -13,10 +13,11 @@ import numpy as np
 from ._fwht import empty_signs, fwht_plain, fwht_row_parallel, fwht_rows, fwht_rows_serial
 from ._hadamard import gather_rows, had_row_parallel_load, had_rows, had_top_level
 from ._ops import forward as fused_forward
+from ._ops import handles as fused_handles
 from ._simd import VECTOR_BYTES
 from ._sparse import ell_rows
 
-__all__ = ["fwht", "hadamard", "ell_matvec", "aligned_empty", "fused_forward", "PARALLEL_MIN"]
+__all__ = ["fwht", "hadamard", "ell_matvec", "aligned_empty", "fused_forward", "fused_handles", "PARALLEL_MIN"]
 
 #: byte alignment of the arrays this module allocates: one cache line, so no vector load of a
 #: transform ever straddles two lines (a 16-byte aligned numpy array makes half of them do so,

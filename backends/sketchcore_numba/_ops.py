@@ -238,11 +238,17 @@ def _plan(op, kind: str, dtype):
 
 
 # ---- drivers ------------------------------------------------------------------------------------
+def handles(op, x) -> bool:
+    """Whether ``forward(op, x)`` runs a fused kernel (whose scratch is one row per worker)."""
+    return (_handled(op) is not None and x.ndim > 0 and x.shape[-1] == op.in_dim
+            and op.n_pad >= 64)
+
+
 def forward(op, x):
     """``op.forward`` on numpy ``x`` through the fused kernels, or None when not handled."""
-    kind = _handled(op)
-    if kind is None or x.ndim == 0 or x.shape[-1] != op.in_dim or op.n_pad < 64:
+    if not handles(op, x):
         return None
+    kind = _handled(op)
     dtype = x.dtype
     plan = _plan(op, kind, dtype)
     batch = x.shape[:-1]

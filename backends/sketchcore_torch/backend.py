@@ -34,6 +34,20 @@ class TorchBackend(Backend):
         torch = sys.modules.get("torch")
         return torch is not None and isinstance(x, torch.Tensor)
 
+    # ---- operator application ---------------------------------------------------------------
+    def apply_op(self, op, direction: str, x):
+        """Untracked plain CPU tensors of affd/afjl run the host backend's fused passes (see
+        ``host.apply_fused``); everything else composes this backend's kernels."""
+        from .host import apply_fused
+
+        y = apply_fused(op, direction, x)
+        return y if y is not None else super().apply_op(op, direction, x)
+
+    def scratch_is_bounded(self, op, direction: str, x) -> bool:
+        from .host import fused_view
+
+        return fused_view(op, direction, x) is not None
+
     # ---- kernels --------------------------------------------------------------------------
     def fwht(self, x, /):
         from .autograd import Fwht

@@ -2,14 +2,15 @@
 
 A CPU tensor's buffer is host memory that numpy can view without a copy, and the backend that
 serves numpy arrays may have compiled kernels for exactly the transforms the sketches spend their
-time in (the numba backend declares ``compiled_host_kernels``). Measured on the 2-core CPU, one
-affd sketch of 8 rows of length 2^21 took 592 ms with the torch matmul FWHT and 152 ms through
-numba. So the torch kernels first offer a plain CPU float tensor to that backend and fall back to
-their own ops when there is none, when the tensor is not plain (a ``torch.func`` wrapper, whose
-buffer numpy cannot see) or not float32/float64, or when ``SKETCHCORE_TORCH_HOST_KERNELS=0``.
-Autograd is unaffected: the callers are ``autograd.Function`` forwards (or untracked products),
-whose backward calls them again. Which backend serves numpy arrays is looked up in the registry
-on each call (a dict lookup), so a refreshed registry is honoured.
+time in (the numba backend declares ``compiled_host_kernels``; how much faster they are than
+torch's own ops: docs/results.md, section 1c). So the torch kernels first offer a plain CPU float
+tensor to that backend and fall back to their own ops when there is none, when the tensor is not
+plain (a ``torch.func`` wrapper, whose buffer numpy cannot see) or not float32/float64, or when
+``SKETCHCORE_TORCH_HOST_KERNELS=0``. Untracked tensors of affd/afjl go through the host's fused
+forward as a whole (``apply_fused``); tracked ones kernel by kernel, inside ``autograd.Function``
+forwards whose backward calls them again, so autograd is unaffected. Which backend serves numpy
+arrays is looked up in the registry on each call (a dict lookup), so a refreshed registry is
+honoured.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import numpy as np
 import torch
 
-__all__ = ["host_backend", "host_view", "hadamard", "fwht", "ell_matvec", "enabled"]
+__all__ = ["host_backend", "host_view", "fused_view", "apply_fused", "hadamard", "fwht", "ell_matvec", "enabled"]
 
 _DTYPES = (torch.float32, torch.float64)
 _PROBE = np.empty(0, dtype=np.float32)
@@ -55,6 +56,32 @@ def host_view(t: torch.Tensor) -> np.ndarray | None:
         return t.detach().numpy()
     except (RuntimeError, TypeError):  # conjugate/negative views and other exotic tensors
         return None
+
+
+def fused_view(op, direction: str, x: torch.Tensor):
+    """(host backend, numpy view of ``x``) when the host backend runs ``op``'s ``direction`` on
+    ``x`` as one fused pass, else None: only untracked plain CPU tensors (a tensor that autograd
+    records goes through the differentiable per-kernel path, whose backward is the transpose)."""
+    if (direction != "forward" or getattr(op, "name", None) not in ("affd", "afjl")
+            or getattr(op, "opts", {}).get("preconditioner") != "hadamard"):
+        return None
+    if x.requires_grad and torch.is_grad_enabled():
+        return None
+    be = host_backend()
+    xn = None if be is None else host_view(x)
+    if xn is None or not be.scratch_is_bounded(op, direction, xn):
+        return None
+    return be, xn
+
+
+def apply_fused(op, direction: str, x: torch.Tensor) -> torch.Tensor | None:
+    """A whole operator direction on the host backend's fused affd/afjl passes, or None when
+    ``fused_view`` refuses ``x``."""
+    found = fused_view(op, direction, x)
+    if found is None:
+        return None
+    be, xn = found
+    return torch.from_numpy(np.asarray(be.apply_op(op, direction, xn)))
 
 
 def hadamard(x: torch.Tensor, diag, plan) -> torch.Tensor | None:
