@@ -30,8 +30,8 @@ FIGS = ROOT / "docs" / "results"
 RUNS = {
     "core": ("1a. Speed on the reference backend vs D (numpy, array-API kernels)",
              ["benchmarks/bench_core.py"], []),
-    "fwht": ("1b. FWHT vs the memory floor, every CPU backend", ["benchmarks/bench_fwht.py"], []),
-    "backends": ("1c. Every backend vs D and vs N; side by side against dense projections; memory",
+    "fwht": ("1b. FWHT against FFHT, fht-cpu and the memory floor", ["benchmarks/bench_fwht.py"], []),
+    "backends": ("1c. Every backend against the copy floor, vs D and vs N; dense and sparse projections; memory",
                  ["benchmarks/bench_backends.py", "--out", "bench-out/backends"],
                  ["bench-out/backends/*.png"]),
     "gradients": ("1d. Per-example gradients with and without sketching (GPT-2 config model)",
