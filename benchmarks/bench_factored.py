@@ -578,7 +578,7 @@ def main(argv=None) -> None:
     ap.add_argument("--pairs-side", type=int, default=32, help="train = test examples")
     ap.add_argument("--peer-dims", default="13:12,26:14",
                     help="Bergson projection_dim:our log2 D pairs of about equal D")
-    ap.add_argument("--scale-examples", type=int, default=512)
+    ap.add_argument("--scale-examples", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=0,
                     help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--resume", action="store_true",

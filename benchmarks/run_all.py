@@ -59,6 +59,19 @@ RUNS = {
 }
 
 
+def commit() -> str:
+    """The checkout's commit, with "+local changes" when tracked files differ from it (the
+    numbers then belong to no commit exactly), or "unknown" outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, text=True, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (" +local changes" if dirty.strip() else "")
+
+
 def run(name: str) -> None:
     title, args, _ = RUNS[name]
     LOGS.mkdir(parents=True, exist_ok=True)
@@ -66,7 +79,8 @@ def run(name: str) -> None:
     print(f"== {name}: python {' '.join(args)}", flush=True)
     started = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     with log.open("w") as fh:
-        fh.write(f"# command: python {' '.join(args)}\n# date: {started}\n")
+        fh.write(f"# command: python {' '.join(args)}\n# date: {started}\n"
+                 f"# commit: {commit()}\n")
         fh.flush()
         # no progress bars or library warnings interleaved with the tables
         env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
@@ -98,6 +112,34 @@ def read_notes(path: Path) -> dict[str, str]:
     return {k: "\n".join(v).strip() for k, v in parts.items()}
 
 
+def log_field(text: str, field: str) -> str | None:
+    m = re.search(rf"^# {field}: (.*)$", text, flags=re.M)
+    return m.group(1).strip() if m else None
+
+
+def provenance() -> list[str]:
+    """A table of the commit and date each section was measured at; when they differ, a line
+    that says so (sections measured at different code are not silently spliced together)."""
+    rows, commits = [], set()
+    for name, (title, _, _) in RUNS.items():
+        log = LOGS / f"{name}.txt"
+        if not log.exists():
+            continue
+        text = log.read_text()
+        c = log_field(text, "commit") or "not recorded (measured before commits were logged)"
+        commits.add(c)
+        rows.append(f"| {title.split(' ', 1)[0]} | {log_field(text, 'date') or '?'} | {c} |")
+    if not rows:
+        return []
+    lines = ["| section | measured | commit |", "|---|---|---|", *rows, ""]
+    if len(commits) > 1:
+        lines += [f"The sections were measured at {len(commits)} different states of the code "
+                  "(table above): a section's numbers describe the code of its own commit; "
+                  "where a later commit changed what a section measures, its reading says so.",
+                  ""]
+    return lines
+
+
 def assemble() -> Path:
     FIGS.mkdir(parents=True, exist_ok=True)
     notes = (ROOT / "benchmarks" / "results_notes.md")
@@ -110,6 +152,7 @@ def assemble() -> Path:
     commentary = read_notes(notes)
     if commentary.get("intro"):
         out += [commentary["intro"], ""]
+    out += provenance()
     for name, (title, args, plots) in RUNS.items():
         log = LOGS / f"{name}.txt"
         out += [f"## {title}", ""]
