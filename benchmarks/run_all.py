@@ -112,6 +112,32 @@ def read_notes(path: Path) -> dict[str, str]:
     return {k: "\n".join(v).strip() for k, v in parts.items()}
 
 
+def kept_logs(path: Path) -> dict[str, str]:
+    """The verbatim block under each ``## <number>. ...`` heading of an existing results.md, by
+    section number: a section whose log is not on this machine (bench-out/ is not versioned) is
+    kept as it was instead of being dropped."""
+    if not path.exists():
+        return {}
+    found = {}
+    for m in re.finditer(r"^## (\S+) .*?\n\n```\n(.*?)\n```", path.read_text(), flags=re.M | re.S):
+        found[m.group(1)] = m.group(2)
+    return found
+
+
+def section_logs() -> dict[str, str]:
+    """name -> log text for every section: this machine's log, else the block kept in
+    docs/results.md."""
+    kept = kept_logs(ROOT / "docs" / "results.md")
+    out = {}
+    for name, (title, _, _) in RUNS.items():
+        log = LOGS / f"{name}.txt"
+        if log.exists():
+            out[name] = log.read_text()
+        elif title.split(" ", 1)[0] in kept:
+            out[name] = kept[title.split(" ", 1)[0]]
+    return out
+
+
 def log_field(text: str, field: str) -> str | None:
     m = re.search(rf"^# {field}: (.*)$", text, flags=re.M)
     return m.group(1).strip() if m else None
@@ -121,11 +147,11 @@ def provenance() -> list[str]:
     """A table of the commit and date each section was measured at; when they differ, a line
     that says so (sections measured at different code are not silently spliced together)."""
     rows, commits = [], set()
+    logs = section_logs()
     for name, (title, _, _) in RUNS.items():
-        log = LOGS / f"{name}.txt"
-        if not log.exists():
+        if name not in logs:
             continue
-        text = log.read_text()
+        text = logs[name]
         c = log_field(text, "commit") or "not recorded (measured before commits were logged)"
         commits.add(c)
         rows.append(f"| {title.split(' ', 1)[0]} | {log_field(text, 'date') or '?'} | {c} |")
@@ -153,13 +179,13 @@ def assemble() -> Path:
     if commentary.get("intro"):
         out += [commentary["intro"], ""]
     out += provenance()
+    logs = section_logs()
     for name, (title, args, plots) in RUNS.items():
-        log = LOGS / f"{name}.txt"
         out += [f"## {title}", ""]
-        if not log.exists():
+        if name not in logs:
             out += [f"Not run yet: `python {' '.join(args)}`.", ""]
             continue
-        text = re.sub(r"\n\s*\n(\s*\n)+", "\n\n", log.read_text()).rstrip()  # cleared bars
+        text = re.sub(r"\n\s*\n(\s*\n)+", "\n\n", logs[name]).rstrip()  # cleared bars
         out += ["```", text, "```", ""]
         for pattern in plots:
             for png in sorted(ROOT.glob(pattern)):
