@@ -21,7 +21,7 @@ from .backend import Backend
 from .hookspecs import hookimpl
 from .quality import auto_out_dim
 from .sketches.base import SketchAlgorithm
-from .structure import KronPlan
+from .kron_plans import KronPlan
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 from . import _random
 from ._errors import InvalidOptionError, ShapeError, describe_value
-from ._namespace import default_float
+from .array_namespace import default_float
 from ._validate import check_algo as _algo
 from ._validate import check_size as _size
 from .auto_dim import resolve_auto

@@ -23,6 +23,7 @@ implementation declares). A hook wrapper has nothing to wrap here and is reporte
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from dataclasses import dataclass
@@ -39,6 +40,11 @@ __all__ = ["Registry", "registry", "refresh", "BackendInfo", "GROUPS"]
 #: entry-point groups searched for plugins (any plugin may implement any hook; the group says
 #: what it is for: a backend, a sketch algorithm, an analysis)
 GROUPS = ("sketchcore.backends", "sketchcore.algorithms", "sketchcore.analyses")
+
+#: the core's own plugins: plugin name -> module. Loaded by import path, as an entry point is, so
+#: the registry imports no algorithm and the modules the algorithms use (``param_cache``) may use
+#: the registry without an import cycle; unlike an entry point, one that fails raises.
+BUILTIN_PLUGINS = {"sketchcore.sketches": "sketchcore.sketches"}
 
 #: longest reason kept for a faulty plugin (an exception's text can be arbitrarily long)
 MAX_REASON = 1000
@@ -106,11 +112,10 @@ class Registry:
         return self
 
     def _load(self) -> None:
-        from . import sketches
-
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
-        pm.register(sketches, name="sketchcore.sketches")
+        for name, module in BUILTIN_PLUGINS.items():
+            pm.register(importlib.import_module(module), name=name)
         disabled = {s.strip() for s in os.environ.get("SKETCHCORE_DISABLE_PLUGINS", "").split(",")}
         for group in self.groups:
             for ep in entry_points(group=group):

@@ -57,7 +57,7 @@ def _atoms(sizes, row_perm, col_perm) -> list[_Atom]:
         if b < 1 or (1 << log2) != b:
             raise ValueError(
                 f"Hadamard factor sizes must be powers of two, got {tuple(sizes)}; "
-                "build the KronPlan with power-of-two sizes (sketchcore.structure.pow2_factors)."
+                "build the KronPlan with power-of-two sizes (sketchcore.kron_plans.pow2_factors)."
             )
         if log2 == 0:
             continue  # a 1x1 factor is the identity
