@@ -7,16 +7,21 @@ reported by ``sketchcore.backends()``, ``sketchcore.analyses()`` and ``sketchcor
 everything else keeps working. That covers
 
 * a module that raises at import, ``sys.exit()`` included (only ``KeyboardInterrupt`` passes);
-* a hook implementation with a misspelled hook name, or one that raises when called;
+* a hook implementation with a misspelled hook name, or one (or a hook wrapper) that raises
+  when called;
 * a backend whose ``owns()`` raises (it is then skipped and reported as faulty) or whose
   ``check()`` raises (reported as not usable);
 * an analysis whose ``add_cli`` raises (``sketchcore.cli`` drops its subcommand and reports it).
 
-Hooks are called one implementation at a time (``_call``), not through ``pm.hook.<name>(...)``:
-pluggy's hook caller runs the implementations in one loop and stops at the first exception, so
-one plugin that raises would keep every plugin after it from registering anything. The per-
-implementation call passes the hook's arguments the way pluggy does (by the names the
-implementation declares). A hook wrapper has nothing to wrap here and is reported as an error.
+Hooks run through pluggy, one plain implementation per call (``Registry._call``): for each, in
+the order pluggy would call them (``tryfirst``/``trylast`` honored), a ``pm.subset_hook_caller``
+that leaves the other plain implementations out. One ``pm.hook.<name>(register=...)`` call would
+stop at the first implementation that raises, so one broken plugin would keep every plugin after
+it from registering; calling through pluggy (rather than ``impl.function`` directly) keeps what
+pluggy does around a call: ``pm.add_hookcall_monitoring`` and ``pm.trace`` see each one, and hook
+wrappers wrap each one. An exception is the fault of the implementation whose code raised it: a
+plain one is reported and skipped; a wrapper is reported and left out of the calls that follow
+(the call it broke is retried without it when nothing was registered yet).
 
 ``SKETCHCORE_DISABLE_PLUGINS=a,b`` skips entry points by name.
 """
@@ -166,14 +171,20 @@ class Registry:
                 and any(i.plugin is plugin and not i.optionalhook for i in hc.get_hookimpls())]
 
     def _call(self, pm, hook, table, name_of) -> None:
-        for impl in getattr(pm.hook, hook).get_hookimpls():
+        """Run ``hook`` once per plain implementation, in pluggy's order, each through a
+        ``pm.subset_hook_caller`` that leaves out the other plain implementations: hook call
+        monitoring and tracing see every call, wrappers wrap each one, and an exception stops
+        only the plugin it came from (see the module docstring)."""
+        impls = getattr(pm.hook, hook).get_hookimpls()
+        plain = [i for i in impls if not _is_wrapper(i)]
+        wrappers = [i for i in impls if _is_wrapper(i)]
+        faulty: list = []  # wrappers that raised: left out of the calls that follow
+        # pluggy calls the end of get_hookimpls() first (tryfirst sorts last, trylast first)
+        for impl in reversed(plain):
             plugin = impl.plugin_name
-            if impl.hookwrapper or getattr(impl, "wrapper", False):
-                self._fail(plugin, self._group_of.get(plugin, ""),
-                           f"{hook} is declared a hook wrapper; register plain implementations")
-                continue
+            count = [0]
 
-            def register(obj, _plugin=plugin):
+            def register(obj, _plugin=plugin, _count=count):
                 name = name_of(obj)
                 if name in table:
                     raise ValueError(
@@ -182,17 +193,25 @@ class Registry:
                     )
                 table[name] = obj
                 self.sources[name] = _plugin
+                _count[0] += 1
 
-            try:
-                impl.function(*[{"register": register}[arg] for arg in impl.argnames])
-            except KeyboardInterrupt:
-                raise
-            except SystemExit as err:
-                self._fail(plugin, self._group_of.get(plugin, ""),
-                           f"plugin {describe(err)} in {hook}")
-            except BaseException as err:  # noqa: BLE001 - a broken plugin must not break others
-                self._fail(plugin, self._group_of.get(plugin, ""),
-                           capped(f"{type(err).__name__}: {err}"))
+            while True:
+                others = [i.plugin for i in plain if i is not impl] + [i.plugin for i in faulty]
+                try:
+                    pm.subset_hook_caller(hook, remove_plugins=others)(register=register)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as err:  # noqa: BLE001 - a broken plugin must not break others
+                    culprit = _culprit(err, impl, [w for w in wrappers if w not in faulty])
+                    self._fail(culprit.plugin_name, self._group_of.get(culprit.plugin_name, ""),
+                               f"plugin {describe(err)} in {hook}"
+                               if isinstance(err, SystemExit) else
+                               capped(f"{type(err).__name__}: {err}"))
+                    if culprit is not impl:
+                        faulty.append(culprit)
+                        if count[0] == 0:
+                            continue  # the wrapper stopped the call before it registered
+                break
 
     # ---- hot path ---------------------------------------------------------------------------
     def check(self, name: str) -> str | None:
@@ -284,6 +303,23 @@ class Registry:
         probe = np.empty(0)
         for be in list(self.backends.values()):
             self._owns(be, probe)
+
+
+def _is_wrapper(impl) -> bool:
+    return bool(impl.hookwrapper or getattr(impl, "wrapper", False))
+
+
+def _culprit(err: BaseException, impl, wrappers):
+    """The hook implementation ``err`` came from: ``impl`` when its code is in the traceback,
+    else a wrapper whose code is, else ``impl`` (e.g. a call that did not match its signature)."""
+    codes = set()
+    tb = err.__traceback__
+    while tb is not None:
+        codes.add(tb.tb_frame.f_code)
+        tb = tb.tb_next
+    if getattr(impl.function, "__code__", None) in codes:
+        return impl
+    return next((w for w in wrappers if getattr(w.function, "__code__", None) in codes), impl)
 
 
 def _missing_library(be: Backend) -> str | None:
