@@ -19,8 +19,9 @@ __all__ = ["Pass", "plan_passes", "ROW_MAX_LOG2", "COLUMN_MAX_LOG2", "PANEL_BYTE
 #: largest contiguous group of the row pass (2^16 float32 = 256 KiB: an L2-resident buffer)
 ROW_MAX_LOG2 = 16
 #: largest group of a column pass: its panel of 2^10 rows still has runs of 128 float32 (512 B);
-#: shorter runs make the strided reads latency-bound (measured: 2^12 rows of 64 B runs cost
-#: 1.6x the same pass with 2^8 rows of 2 KiB runs)
+#: shorter runs make the strided reads latency-bound: each 64 B run costs a full memory latency,
+#: where a 2 KiB run streams (the kernel's timings: docs/results.md, section "1b. FWHT vs the
+#: memory floor, every CPU backend")
 COLUMN_MAX_LOG2 = 10
 #: bytes of one column-pass panel: half of a 1 MiB L2 cache
 PANEL_BYTES = 1 << 19
