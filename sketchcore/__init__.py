@@ -16,6 +16,7 @@ from ._errors import (
 )
 from . import quality
 from .analysis import Analysis
+from .command import Command
 from .api import Sketch, algorithms, analyses, backends, resolve_backend, sketch
 from .backend import Backend
 from .hookspecs import hookimpl
@@ -37,6 +38,7 @@ __all__ = [
     "Backend",
     "SketchAlgorithm",
     "Analysis",
+    "Command",
     "KronPlan",
     "hookimpl",
     "SketchcoreError",

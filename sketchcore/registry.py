@@ -1,7 +1,7 @@
 """Discovery and registration (cold path, once) and plain-dict lookups (hot path).
 
-Entry points of the groups ``sketchcore.backends``, ``sketchcore.algorithms`` and
-``sketchcore.analyses`` are loaded one by one. A third-party plugin that is broken must never take
+Entry points of the groups ``sketchcore.backends``, ``sketchcore.algorithms``,
+``sketchcore.analyses`` and ``sketchcore.commands`` are loaded one by one. A third-party plugin that is broken must never take
 the library down: whatever it does wrong is recorded with the plugin's name and the reason,
 reported by ``sketchcore.backends()``, ``sketchcore.analyses()`` and ``sketchcore info``, and
 everything else keeps working. That covers
@@ -11,7 +11,8 @@ everything else keeps working. That covers
   when called;
 * a backend whose ``owns()`` raises (it is then skipped and reported as faulty) or whose
   ``check()`` raises (reported as not usable);
-* an analysis whose ``add_cli`` raises (``sketchcore.cli`` drops its subcommand and reports it).
+* an analysis or command whose ``add_cli`` raises (``sketchcore.cli`` drops its subcommand and
+  reports it).
 
 Hooks run through pluggy, one plain implementation per call (``Registry._call``): for each, in
 the order pluggy would call them (``tryfirst``/``trylast`` honored), a ``pm.subset_hook_caller``
@@ -43,8 +44,9 @@ from .backend import Backend, generic_for
 __all__ = ["Registry", "registry", "refresh", "BackendInfo", "GROUPS"]
 
 #: entry-point groups searched for plugins (any plugin may implement any hook; the group says
-#: what it is for: a backend, a sketch algorithm, an analysis)
-GROUPS = ("sketchcore.backends", "sketchcore.algorithms", "sketchcore.analyses")
+#: what it is for: a backend, a sketch algorithm, an analysis, a command)
+GROUPS = ("sketchcore.backends", "sketchcore.algorithms", "sketchcore.analyses",
+          "sketchcore.commands")
 
 #: the core's own plugins: plugin name -> module. Loaded by import path, as an entry point is, so
 #: the registry imports no algorithm and the modules the algorithms use (``param_cache``) may use
@@ -95,10 +97,11 @@ class Registry:
         self.backends: dict[str, Backend] = {}
         self.algorithms: dict[str, type] = {}
         self.analyses: dict = {}
+        self.commands: dict = {}  # CLI subcommands that are not analyses (sketchcore demo)
         self.errors: dict[str, str] = {}  # plugin name -> error
         self.error_group: dict[str, str] = {}  # plugin name -> entry-point group
         self.sources: dict[str, str] = {}  # registered name -> plugin name
-        self.cli_errors: dict[str, str] = {}  # analysis name -> why its add_cli failed
+        self.cli_errors: dict[str, str] = {}  # analysis or command -> why its add_cli failed
         self._group_of: dict[str, str] = {}  # plugin name -> entry-point group it came from
         self._checks: dict[str, str | None] = {}
         self._by_type: dict[type, Backend] = {}
@@ -152,6 +155,7 @@ class Registry:
         self._call(pm, "sketchcore_register_algorithms", self.algorithms, lambda c: c.name)
         self._call(pm, "sketchcore_register_backends", self.backends, lambda b: b.name)
         self._call(pm, "sketchcore_register_analyses", self.analyses, lambda a: a.name)
+        self._call(pm, "sketchcore_register_commands", self.commands, lambda c: c.name)
 
     def _fail(self, plugin: str, group: str, reason: str) -> None:
         self.errors[plugin] = reason

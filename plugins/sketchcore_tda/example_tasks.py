@@ -8,7 +8,7 @@
   head trained on docstring sentences labelled by module topic.
 
 Each returns a ``TDATask``; training is seeded and runs on CPU in seconds to a minute. Names
-are stable: ``sketchcore tda build --task sketchcore_tda.tasks:digits``.
+are stable: ``sketchcore tda build --task sketchcore_tda.example_tasks:digits``.
 
 ``digits`` and ``minilm`` also take ``train_subset`` (indices into their training set: the model
 is trained on those examples only, ``train`` stays the whole set) and ``model_seed`` (the seed of
@@ -18,7 +18,7 @@ protocol of ``sketchcore tda lds``.
 
 from __future__ import annotations
 
-from .task import TDATask
+from .task_spec import TDATask
 
 __all__ = ["digits", "tiny_gpt2", "minilm", "DigitsCNN", "DigitsMLP", "flip_labels"]
 

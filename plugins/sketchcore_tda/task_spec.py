@@ -56,7 +56,7 @@ def _import_callable(spec: str):
 
     if ":" not in spec:
         raise ValueError(f"a task is named 'module:function' or 'file.py:function', got {spec!r} "
-                         "(e.g. sketchcore_tda.tasks:digits).")
+                         "(e.g. sketchcore_tda.example_tasks:digits).")
     target, name = spec.rsplit(":", 1)
     if target.endswith(".py"):
         path = Path(target)

@@ -92,7 +92,8 @@ def test_wrappers_wrap_each_call_and_a_raising_wrapper_is_left_out():
             raise RuntimeError("the wrapper is broken")
             yield  # pragma: no cover - a generator that raises before it yields
 
-    reg, seen = _run({"a": _plugin("a", tryfirst=True, shared=False), "b": _plugin("b", shared=False)},
+    reg, seen = _run({"a": _plugin("a", tryfirst=True, shared=False),
+                      "b": _plugin("b", shared=False)},
                      wrappers=[("counting", Counting()), ("raising", Raising())])
     # the raising wrapper broke the first call before anything registered: reported, left out,
     # and that call ran again without it

@@ -21,6 +21,14 @@ RENAMED = {
         "ParamCache": "sketchcore.param_cache", "arrays_sha256": "sketchcore.param_cache",
         "host_memory_bytes": "sketchcore.param_cache",
     },
+    "sketchcore_tda.task": {
+        n: "sketchcore_tda.task_spec"
+        for n in ("TDATask", "load_task", "parse_task_args", "make_sketcher")
+    },
+    "sketchcore_tda.tasks": {
+        n: "sketchcore_tda.example_tasks"
+        for n in ("digits", "tiny_gpt2", "minilm", "DigitsCNN", "DigitsMLP", "flip_labels")
+    },
 }
 
 
