@@ -386,11 +386,11 @@ def part_accuracy(args, out: Path) -> dict:
 
 
 def part_minilm(args, out: Path) -> dict:
-    from sketchcore_tda import tasks
-    from sketchcore_tda.task import make_sketcher
+    from sketchcore_tda import example_tasks
+    from sketchcore_tda.task_spec import make_sketcher
 
     t0 = time.perf_counter()
-    task = tasks.minilm(n_train=64, n_test=64)
+    task = example_tasks.minilm(n_train=64, n_test=64)
     gs = make_sketcher(task, None)
     print(f"\n== MiniLM (head trained in {time.perf_counter() - t0:.0f} s): N = "
           f"{gs.num_params:,}, 64 x 64 pairs ==", flush=True)

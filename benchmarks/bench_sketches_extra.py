@@ -125,14 +125,14 @@ def time_part(quick: bool, repeat: int) -> None:
 
 # ---- accuracy and calibration ----------------------------------------------------------------
 def gradients(name: str, n_train: int, n_test: int):
-    from sketchcore_tda import tasks
+    from sketchcore_tda import example_tasks
     from sketchcore_tda.evaluate import exact_gradients
     from sketchcore_tda.sources import as_source
-    from sketchcore_tda.task import make_sketcher
+    from sketchcore_tda.task_spec import make_sketcher
 
     t0 = time.perf_counter()
-    task = (tasks.tiny_gpt2(steps=300, n_train=512, n_test=n_test) if name == "gpt2"
-            else tasks.minilm(n_train=n_train, n_test=n_test))
+    task = (example_tasks.tiny_gpt2(steps=300, n_train=512, n_test=n_test) if name == "gpt2"
+            else example_tasks.minilm(n_train=n_train, n_test=n_test))
     gs = make_sketcher(task, None)
     g_tr = exact_gradients(gs, as_source(task.train).subset(0, n_train).arrays)
     g_te = exact_gradients(gs, as_source(task.test).subset(0, n_test).arrays)

@@ -52,7 +52,7 @@ def min_log2d_table(res) -> str:
 def evaluation(name, task, algos, log2_dims, n_train, n_test, out: Path) -> dict:
     from sketchcore_tda.evaluate import evaluate
     from sketchcore_tda.sources import as_source
-    from sketchcore_tda.task import make_sketcher
+    from sketchcore_tda.task_spec import make_sketcher
 
     gs = make_sketcher(task, None)
     train = as_source(task.train).subset(0, n_train).arrays
@@ -136,13 +136,13 @@ def main(argv=None) -> int:
     n_train, n_test = (int(v) for v in args.pairs.split("x"))
     algos = [a for a in args.algos.split(",") if a]
     parts = set(args.parts.split(","))
-    from sketchcore_tda import tasks
+    from sketchcore_tda import example_tasks
 
     results = {}
     gpt2 = None
     if parts & {"gpt2", "throughput"}:
         t0 = time.perf_counter()
-        gpt2 = tasks.tiny_gpt2(steps=args.gpt2_steps, n_train=512, n_test=n_test)
+        gpt2 = example_tasks.tiny_gpt2(steps=args.gpt2_steps, n_train=512, n_test=n_test)
         print(f"tiny GPT-2 trained in {time.perf_counter() - t0:.0f} s: {gpt2.info}")
     if "gpt2" in parts:
         results["gpt2"] = evaluation("gpt2", gpt2, algos,
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
                                      n_train, n_test, out)
     if "minilm" in parts:
         t0 = time.perf_counter()
-        minilm = tasks.minilm(n_train=n_train, n_test=n_test)
+        minilm = example_tasks.minilm(n_train=n_train, n_test=n_test)
         print(f"MiniLM head trained in {time.perf_counter() - t0:.0f} s: {minilm.info}")
         results["minilm"] = evaluation("minilm", minilm, algos,
                                        [int(k) for k in args.minilm_log2_dims.split(",")],

@@ -11,7 +11,7 @@ One run, one machine, the same models, data, D and damping for both libraries. P
   models, next to exact TRAK; time per model. M models retrained on alpha = 0.5 subsets.
 - ``algos``: LDS against log2 D for affd, afjl, qk and fjl (one model), and a damping sweep.
 - ``minilm`` (not in the default run): LDS against log2 D on the MiniLM task
-  (``sketchcore_tda.tasks:minilm``, fine-tuning the pooler and head), with fewer retrained
+  (``sketchcore_tda.example_tasks:minilm``, fine-tuning the pooler and head), with fewer retrained
   models: one fine-tuning takes about a minute on 2 CPU cores, so M = 50 would take an hour.
 
 Damping: both libraries use ``lam = c tr(X^T X) / min(n, D)`` of their own features (c = 1,
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-TASK = "sketchcore_tda.tasks:digits"
+TASK = "sketchcore_tda.example_tasks:digits"
 
 
 def topk_overlap(a, b, k: int) -> float:
@@ -334,7 +334,7 @@ def part_minilm(args, out: dict) -> None:
     task_args = {"params": ["bert.pooler.*", "classifier.*"], "steps": args.minilm_steps,
                  "n_train": 128, "n_test": 32}
     t0 = time.perf_counter()
-    res = lds("sketchcore_tda.tasks:minilm", task_args, methods=("trak",),
+    res = lds("sketchcore_tda.example_tasks:minilm", task_args, methods=("trak",),
               algos=("affd", "afjl", "qk", "fjl"), log2_dims=args.minilm_log2_dims,
               num_models=args.minilm_models, ensemble=1, cache=Path(args.out) / "cache-minilm",
               batch_size=32, progress=False)

@@ -16,12 +16,13 @@ from ._errors import (
 )
 from . import quality
 from .analysis import Analysis
+from .command import Command
 from .api import Sketch, algorithms, analyses, backends, resolve_backend, sketch
 from .backend import Backend
 from .hookspecs import hookimpl
 from .quality import auto_out_dim
 from .sketches.base import SketchAlgorithm
-from .structure import KronPlan
+from .kron_plans import KronPlan
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "Backend",
     "SketchAlgorithm",
     "Analysis",
+    "Command",
     "KronPlan",
     "hookimpl",
     "SketchcoreError",

@@ -1,70 +1,17 @@
-"""The one seam to array-api-compat: which namespace an array belongs to, its device, and moving
-host (numpy) parameters into a namespace. No module of the core asks which library it is using."""
+"""Deprecated alias of ``sketchcore.array_namespace`` (renamed: it says what the module holds)."""
 
 from __future__ import annotations
 
-import sys
+from ._deprecated import warn_renamed
+from .array_namespace import default_float, device_of, from_host, namespace_of
 
 __all__ = ["namespace_of", "device_of", "from_host", "default_float", "is_traced"]
 
-
-def namespace_of(x):
-    """The array-API namespace of ``x`` (array-api-compat wrapper or a native namespace)."""
-    import array_api_compat
-
-    try:
-        return array_api_compat.array_namespace(x)
-    except TypeError as err:
-        raise TypeError(
-            f"expected an array of an array-API library (numpy, torch, jax, cupy, ...), got "
-            f"{type(x).__module__}.{type(x).__qualname__}; convert it with numpy.asarray first."
-        ) from err
-
-
-def device_of(x):
-    """The device of ``x``, or None where the library cannot tell (e.g. inside a jax trace)."""
-    import array_api_compat
-
-    try:
-        return array_api_compat.device(x)
-    except Exception:  # noqa: BLE001 - tracers and lazy arrays have no concrete device
-        return None
-
-
-def from_host(xp, host, *, device=None, dtype=None):
-    """Move a numpy array into namespace ``xp`` on ``device``, cast to ``dtype`` if given.
-
-    The dtype is passed to ``asarray`` itself rather than cast afterwards: jax caches the
-    conversion of a numpy array by identity, so a float64 parameter first converted while 64-bit
-    types were off would otherwise come back float32-rounded once they are on."""
-    kw = {} if dtype is None else {"dtype": dtype}
-    a = xp.asarray(host, device=device, **kw) if device is not None else xp.asarray(host, **kw)
-    if dtype is not None and a.dtype != dtype:
-        a = xp.astype(a, dtype)
-    return a
-
-
-def default_float(xp):
-    """The namespace's default real floating dtype (numpy: float64, torch and jax: float32)."""
-    try:
-        return xp.__array_namespace_info__().default_dtypes()["real floating"]
-    except Exception:  # noqa: BLE001 - older namespaces
-        return xp.asarray(0.0).dtype
+warn_renamed(__name__, "sketchcore.array_namespace")
 
 
 def is_traced(x) -> bool:
-    """Whether ``x`` only exists inside a compiler or transform trace (a jax tracer, a tensor
-    wrapped by ``torch.func``), so nothing computed from it may be cached across calls.
+    """Deprecated: ask the backend owning ``x``, ``Backend.is_traced(x)``."""
+    from .registry import registry
 
-    This is the one place that knows such library details; it looks at ``sys.modules`` and never
-    imports a library.
-    """
-    jax = sys.modules.get("jax")
-    if jax is not None and isinstance(x, jax.core.Tracer):
-        return True
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(x, torch.Tensor):
-        functorch = torch._C._functorch
-        return bool(functorch.is_functorch_wrapped_tensor(x)
-                    or functorch.peek_interpreter_stack() is not None)
-    return device_of(x) is None
+    return registry().backend_for(x).is_traced(x)

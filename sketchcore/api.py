@@ -3,45 +3,27 @@ listings ``algorithms()``, ``backends()``, ``analyses()``."""
 
 from __future__ import annotations
 
-import operator
 import sys
 import warnings
 from collections import OrderedDict
 
 from . import _random
-from ._errors import InvalidOptionError, ShapeError, UnknownNameError, describe_value
-from ._namespace import default_float
+from ._errors import InvalidOptionError, ShapeError, describe_value
+from .array_namespace import default_float
+from ._validate import check_algo as _algo
+from ._validate import check_size as _size
+from .auto_dim import resolve_auto
 from .backend import Backend
 from .registry import BackendInfo, registry
 
 __all__ = ["Sketch", "sketch", "algorithms", "backends", "analyses", "resolve_backend"]
 
 
-def _size(name: str, value) -> int:
-    """A validated size: a Python or numpy integer >= 1 (not a bool, not a float, even 8.0)."""
-    if isinstance(value, bool) or value is None:
-        raise InvalidOptionError(
-            f"{name} must be a positive integer, got {value!r}; pass e.g. {name}=1024.")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        whole = isinstance(value, float) and value.is_integer() and value >= 1
-        raise InvalidOptionError(
-            f"{name} must be a positive integer, got {describe_value(value)} "
-            f"({type(value).__name__}); pass e.g. {name}={int(value) if whole else 1024}."
-        ) from None
-    if v < 1:
-        raise InvalidOptionError(f"{name} must be >= 1, got {describe_value(v)}.")
-    return v
-
-
 def _out_dim(algo: str, in_dim: int, out_dim, options: dict) -> int:
-    """A validated ``out_dim``: a positive integer, or ``"auto"`` (``sketchcore.quality``'s rule,
+    """A validated ``out_dim``: a positive integer, or ``"auto"`` (``sketchcore.auto_dim``'s rule,
     logged once at INFO on the ``sketchcore`` logger)."""
     if isinstance(out_dim, str):
         if out_dim == "auto":
-            from .quality import resolve_auto
-
             return resolve_auto(algo, in_dim, options)
         raise InvalidOptionError(
             f"out_dim must be a positive integer or 'auto', got {describe_value(out_dim)}; pass "
@@ -69,18 +51,6 @@ def _warn_float32(be: Backend, before, after) -> None:
         "sketch is computed and returned in float32 (jax computes in float32 unless 64-bit "
         "floats are enabled: jax.config.update('jax_enable_x64', True) at startup). Shown once "
         "per backend.", UserWarning, stacklevel=level)
-
-
-def _algo(algo) -> str:
-    """A validated algorithm name (any value, hashable or not, gets the same clear error)."""
-    table = registry().algorithms
-    if isinstance(algo, str) and algo in table:
-        return algo
-    what = repr(algo) if isinstance(algo, str) and len(algo) <= 200 else (
-        f"{describe_value(algo)} ({type(algo).__name__})")
-    names = ", ".join(repr(a) for a in sorted(table))
-    raise UnknownNameError(
-        f"unknown algorithm {what}; algo must be one of: {names}. See sketchcore.algorithms().")
 
 
 def _option_key(value):

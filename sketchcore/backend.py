@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from . import kernels
-from ._namespace import from_host, namespace_of
+from .array_namespace import device_of, from_host, namespace_of
 
 __all__ = ["Backend"]
 
@@ -77,6 +77,14 @@ class Backend:
         except Exception as err:  # noqa: BLE001 - report any failure as the reason
             return f"{type(err).__name__}: {err}"
         return None
+
+    def is_traced(self, x) -> bool:
+        """Whether ``x`` only exists inside a compiler or transform trace of this backend's library
+        (a jax tracer, a tensor wrapped by ``torch.func``): nothing computed from it may be cached
+        across calls (``ParamCache``). Backends whose library traces override this. Default: an
+        array without a concrete device (array-api-compat cannot name one) counts as traced, so
+        an unknown library's tracers are never cached."""
+        return device_of(x) is None
 
     def asarray(self, x):
         """Convert a foreign array (any library) into this backend's namespace."""

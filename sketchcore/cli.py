@@ -25,7 +25,8 @@ No line of a message is longer than about 2000 characters, and at most 20 detail
 ``main(argv)`` called from Python with an argument list lets exceptions through unless
 ``report_errors=True``.
 
-An analysis whose ``add_cli`` raises loses its subcommand (whatever it had half built is taken
+An analysis or command (``sketchcore.Command``, e.g. ``demo``) whose ``add_cli`` raises loses its
+subcommand (whatever it had half built is taken
 out again); the rest of the command works, and ``sketchcore info`` shows the reason.
 """
 
@@ -46,6 +47,7 @@ USAGE = (UnknownNameError, InvalidOptionError, TypeError)
 MAX_LINE = 2000
 MAX_DETAIL_LINES = 20
 PROG = "sketchcore"
+BACKENDS, ANALYSES, COMMANDS = "sketchcore.backends", "sketchcore.analyses", "sketchcore.commands"
 
 
 def _info(args) -> int:
@@ -69,19 +71,22 @@ def _info(args) -> int:
         else:
             state = f"not usable: {b.reason}{_from(b.source, b.name)}"
         print(f"  {b.name:<8} priority {b.priority:<3} {state}")
-    print("\nanalyses:")
     cli_faulty = set()
-    for name, a in analyses().items():
-        fault = reg.cli_errors.get(name)
-        if fault is None:
-            print(f"  {name:<14} {a.summary}")
-        else:
-            plugin = reg.sources.get(name, name)
-            cli_faulty.add(plugin)
-            print(f"  {name:<14} no command-line subcommand: {fault}{_from(plugin, name)}")
-    for name, err in sorted(reg.errors.items()):
-        if reg.error_group.get(name) != "sketchcore.backends" and name not in cli_faulty:
-            print(f"  {name:<14} not usable: plugin failed to load: {err}")
+    sections = (("analyses", analyses(), lambda group: group not in (BACKENDS, COMMANDS)),
+                ("commands", reg.commands, lambda group: group == COMMANDS))
+    for title, table, holds in sections:
+        print(f"\n{title}:")
+        for name, entry in table.items():
+            fault = reg.cli_errors.get(name)
+            if fault is None:
+                print(f"  {name:<14} {entry.summary}")
+            else:
+                plugin = reg.sources.get(name, name)
+                cli_faulty.add(plugin)
+                print(f"  {name:<14} no command-line subcommand: {fault}{_from(plugin, name)}")
+        for name, err in sorted(reg.errors.items()):
+            if holds(reg.error_group.get(name)) and name not in cli_faulty:
+                print(f"  {name:<14} not usable: plugin failed to load: {err}")
     from .gpu_status import info_lines
 
     gpu = info_lines(__version__)  # empty without a CUDA device; never imports an array library
@@ -149,15 +154,15 @@ def _from(plugin: str, name: str) -> str:
     return "" if plugin == name else f" (plugin {plugin!r})"
 
 
-def _add_cli(sub, analysis) -> str | None:
-    """Run ``analysis.add_cli(sub)``; if it raises, take out whatever it added to ``sub`` and
-    return the reason (else None)."""
+def _add_cli(sub, entry) -> str | None:
+    """Run ``entry.add_cli(sub)`` (an analysis or a command); if it raises, take out whatever it
+    added to ``sub`` and return the reason (else None)."""
     from .registry import describe
 
     choices = dict(sub.choices)  # argparse's name -> parser map (the same dict object)
     listed = list(getattr(sub, "_choices_actions", []))  # the entries of ``--help``
     try:
-        analysis.add_cli(sub)
+        entry.add_cli(sub)
     except KeyboardInterrupt:
         raise
     except BaseException as err:  # noqa: BLE001 - a broken plugin must not break the command
@@ -189,17 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_info)
     _add_quality(sub)
     reg = registry()
-    for name, analysis in analyses().items():
-        if analysis.add_cli is None:
-            continue
-        fault = _add_cli(sub, analysis)
-        if fault is None:
-            reg.cli_errors.pop(name, None)
-        else:
-            reg.cli_errors[name] = fault
-            plugin = reg.sources.get(name, name)
-            reg.errors.setdefault(plugin, fault)
-            reg.error_group.setdefault(plugin, "sketchcore.analyses")
+    for group, table in ((ANALYSES, analyses()), (COMMANDS, reg.commands)):
+        for name, entry in table.items():
+            if entry.add_cli is None:
+                continue
+            fault = _add_cli(sub, entry)
+            if fault is None:
+                reg.cli_errors.pop(name, None)
+            else:
+                reg.cli_errors[name] = fault
+                plugin = reg.sources.get(name, name)
+                reg.errors.setdefault(plugin, fault)
+                reg.error_group.setdefault(plugin, group)
     return parser
 
 

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._errors import InvalidOptionError, ShapeError, SketchcoreError, describe_value, unknown
-from .structure import next_pow2
+from .kron_plans import next_pow2
 
 __all__ = ["GradientSketcher", "SketchPlan", "Block", "KroneckerSketch", "AdapterBase",
            "find_adapter",
@@ -187,7 +187,7 @@ class KroneckerSketch:
 
     def _cache(self):
         if self._params is None:
-            from .structure import ParamCache
+            from .param_cache import ParamCache
 
             p = ParamCache()
             for key, op in (("R", self.row_sketch), ("C", self.col_sketch)):
@@ -199,7 +199,7 @@ class KroneckerSketch:
 
     def matrices(self, like):
         """``(R, C)`` in ``like``'s array library, device and floating dtype (cached)."""
-        from ._namespace import namespace_of
+        from .array_namespace import namespace_of
 
         xp = namespace_of(like)
         p = self._cache()
@@ -213,7 +213,7 @@ class KroneckerSketch:
 
     def apply(self, g):
         """``vec(R G C^T)`` for ``g`` of shape ``(..., rows * cols)``: ``(..., out_dim)``."""
-        from ._namespace import namespace_of
+        from .array_namespace import namespace_of
 
         xp = namespace_of(g)
         g = self._float(xp, g)
@@ -235,7 +235,7 @@ class KroneckerSketch:
 
     def transpose(self, v):
         """``vec(R^T V C)`` for ``v`` of shape ``(..., out_dim)``: ``(..., rows * cols)``."""
-        from ._namespace import namespace_of
+        from .array_namespace import namespace_of
 
         xp = namespace_of(v)
         v = self._float(xp, v)
@@ -373,7 +373,7 @@ class SketchPlan:
         if block.sketch is None:
             return g
         if block.in_dim != block.size:
-            from ._namespace import namespace_of
+            from .array_namespace import namespace_of
             from .kernels import pad_last
 
             g = pad_last(namespace_of(g), g, block.in_dim)

@@ -1,7 +1,8 @@
 """The pluggy hook specifications of sketchcore (project name ``sketchcore``).
 
 A plugin is a module (or instance) exposed through an entry point in the group
-``sketchcore.backends`` or ``sketchcore.analyses`` that implements any of these hooks. Hooks run
+``sketchcore.backends``, ``sketchcore.algorithms``, ``sketchcore.analyses`` or
+``sketchcore.commands`` that implements any of these hooks. Hooks run
 once, when sketchcore first needs its registry (the cold path); they fill plain dictionaries that
 the hot path reads. Plugin modules must import quickly: no torch, jax, cupy or numba at module
 level (import them inside ``Backend.namespace()`` or a kernel).
@@ -38,3 +39,9 @@ def sketchcore_register_analyses(register):
 
     An analysis adds a Python API (its module) and a CLI subcommand (``add_cli(subparsers)``).
     """
+
+
+@hookspec
+def sketchcore_register_commands(register):
+    """Register ``sketchcore.Command`` records: a CLI subcommand that is not an analysis (no
+    Python API of its own, not listed by ``sketchcore.analyses()``), e.g. ``sketchcore demo``."""

@@ -1,21 +1,9 @@
-"""How large a D: the ``out_dim="auto"`` rule, and a quality report measured on your own vectors.
+"""How large a D: the ``out_dim="auto"`` rule (re-exported), and a quality report measured on your
+own vectors.
 
-**The rule.** A dense Gaussian sketch estimates a squared norm with relative standard deviation
-``sqrt(2/D)`` and an inner product ``<x, y>`` with standard deviation ``sqrt((1 + cos^2)/D)``
-times ``||x|| ||y||``, at most ``sqrt(2/D)``. A structured sketch's error variance is ``c`` times
-that (``c`` = the algorithm's ``variance_factor``, measured: see docs/choosing.md). Asking that
-all ``n (n + 1) / 2`` norms and pairwise inner products of ``n`` vectors stay within
-``eps ||x|| ||y||`` with probability ``1 - delta`` (Gaussian tails and a union bound, the
-Johnson-Lindenstrauss statement) gives
-
-    D = 2 c z^2 / eps^2,    z = the (1 - delta / (n (n + 1))) quantile of N(0, 1),
-
-rounded up to a power of two and capped by the algorithm's ``max_out_dim`` (the padded input
-size), by the input size itself and by ``AUTO_MAX_OUT_DIM = 2^16``. For ``c = 1`` the bound is
-within 5% of scikit-learn's ``johnson_lindenstrauss_min_dim(n, eps)``
-(``4 ln n / (eps^2/2 - eps^3/3)``) at ``eps = 0.1`` and ``n >= 100`` (up to 20% lower at
-``eps = 0.3``: a Gaussian tail where scikit-learn uses a Chernoff bound); it is shown beside it
-as the familiar anchor. Defaults: ``eps = 0.1``, ``n = 1000``, ``delta = 0.05``.
+**The rule** (``auto_dim.py``): the smallest power of two D at which all norms and pairwise inner
+products of ``n`` vectors stay within ``eps`` with probability ``1 - delta``, from the algorithm's
+measured error variance and no data.
 
 **The report.** ``quality(x, algo=..., out_dims=...)`` sketches the rows of ``x`` at each D and
 measures what the rule predicts: the distortion of squared norms ``| ||Phi x||^2 / ||x||^2 - 1 |``
@@ -26,144 +14,34 @@ is at most ``target``.
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 import types
 from dataclasses import dataclass, field
-from statistics import NormalDist
 
 import numpy as np
 
 from ._errors import InvalidOptionError, ShapeError, describe_value
+from ._validate import check_size
+from .auto_dim import (
+    AUTO_MAX_OUT_DIM,
+    DEFAULT_DELTA,
+    DEFAULT_EPS,
+    DEFAULT_N_VECTORS,
+    AutoChoice,
+    algo_class,
+    auto_choice,
+    auto_out_dim,
+    check_eps,
+    jl_min_dim,
+    resolve_auto,
+)
 
 __all__ = [
-    "auto_out_dim", "AutoChoice", "jl_min_dim", "quality", "QualityReport", "calibrate",
-    "DEFAULT_EPS", "DEFAULT_N_VECTORS", "DEFAULT_DELTA", "AUTO_MAX_OUT_DIM",
+    "auto_out_dim", "auto_choice", "resolve_auto", "AutoChoice", "jl_min_dim", "quality",
+    "QualityReport", "calibrate", "DEFAULT_EPS", "DEFAULT_N_VECTORS", "DEFAULT_DELTA",
+    "AUTO_MAX_OUT_DIM",
 ]
-
-DEFAULT_EPS = 0.1
-DEFAULT_N_VECTORS = 1000
-DEFAULT_DELTA = 0.05
-#: the most ``out_dim="auto"`` ever picks (256 KiB per float32 sketch; the largest D of the
-#: accuracy tables in docs/results.md): past it, choose D yourself with ``quality()``
-AUTO_MAX_OUT_DIM = 1 << 16
-
-log = logging.getLogger("sketchcore")
-_LOGGED: set = set()
-
-
-def jl_min_dim(n_vectors: int, eps: float) -> int:
-    """scikit-learn's ``johnson_lindenstrauss_min_dim(n_vectors, eps=eps)``, the same formula
-    (``4 ln n / (eps^2/2 - eps^3/3)``) without importing scikit-learn."""
-    _check_eps(eps)
-    n = max(1, int(n_vectors))
-    return int(4 * math.log(n) / (eps**2 / 2 - eps**3 / 3))
-
-
-@dataclass(frozen=True)
-class AutoChoice:
-    """What ``out_dim="auto"`` chose and why. ``rule_out_dim``: the smallest power of two D with
-    ``D >= 2 c(D) z^2 / eps^2`` (``c(D)`` the algorithm's variance factor at D); ``out_dim``:
-    that, capped by ``limit`` = the smallest of the algorithm's ``max_out_dim``, ``in_dim`` (no
-    point in a sketch longer than the vector) and ``AUTO_MAX_OUT_DIM``; ``eps_reached``: the
-    relative error the rule predicts at ``out_dim`` (at most ``eps`` unless capped)."""
-
-    out_dim: int
-    rule_out_dim: int
-    limit: int
-    limit_reason: str
-    algo: str
-    in_dim: int
-    eps: float
-    n_vectors: int
-    delta: float
-    variance_factor: float
-    eps_reached: float
-
-    @property
-    def capped(self) -> bool:
-        return self.out_dim < self.rule_out_dim
-
-    def describe(self) -> str:
-        text = (f"out_dim='auto' for algo={self.algo!r}, in_dim={self.in_dim}: D = {self.out_dim}."
-                f" The rule (all norms and inner products of {self.n_vectors} vectors within "
-                f"eps={self.eps:g} with probability {1 - self.delta:g}: D >= 2 c z^2 / eps^2, "
-                f"c = {self.variance_factor:.3g} for {self.algo}) asks for D = "
-                f"{self.rule_out_dim}; scikit-learn's johnson_lindenstrauss_min_dim gives "
-                f"{jl_min_dim(self.n_vectors, self.eps)}")
-        if self.capped:
-            text += (f". Capped at {self.limit} ({self.limit_reason}), where the rule predicts a "
-                     f"relative error up to {self.eps_reached:.3g}")
-        return text + ". Pass out_dim=... to choose; sketchcore.quality(x) measures on your data."
-
-
-def _check_eps(eps) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
-        raise InvalidOptionError(f"eps must be a number in (0, 1), got {describe_value(eps)}; "
-                                 "e.g. eps=0.1 (10% relative error).")
-    return float(eps)
-
-
-def _algo_class(algo: str):
-    from .api import _algo
-    from .registry import registry
-
-    return registry().algorithms[_algo(algo)]
-
-
-def auto_choice(in_dim: int, algo: str = "affd", *, eps: float = DEFAULT_EPS,
-                n_vectors: int = DEFAULT_N_VECTORS, delta: float = DEFAULT_DELTA,
-                **options) -> AutoChoice:
-    """The ``out_dim="auto"`` decision with its reasons (see the module docstring)."""
-    from .api import _size
-
-    eps = _check_eps(eps)
-    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta < 1:
-        raise InvalidOptionError(f"delta must be in (0, 1), got {describe_value(delta)}.")
-    n = _size("n_vectors", n_vectors)
-    in_dim = _size("in_dim", in_dim)
-    cls = _algo_class(algo)
-    pairs = n * (n + 1) // 2
-    z = NormalDist().inv_cdf(1.0 - delta / (2 * pairs))
-    limits = [(cls.out_dim_limit(in_dim, **options), f"the most algo={cls.name!r} allows"),
-              (in_dim, "the input size"), (AUTO_MAX_OUT_DIM, "the most out_dim='auto' picks")]
-    limit, reason = min(limits, key=lambda item: item[0])
-
-    def enough(d: int) -> bool:
-        return d >= 2.0 * cls.variance_factor_at(d) * z * z / (eps * eps)
-
-    d = 1  # the smallest power of two that meets its own requirement (c may depend on D)
-    while not enough(d) and d < 1 << 40:
-        d *= 2
-    chosen = min(d, limit)
-    reached = z * math.sqrt(2.0 * cls.variance_factor_at(chosen) / chosen)
-    return AutoChoice(chosen, d, limit, reason, cls.name, in_dim, eps, n, float(delta),
-                      cls.variance_factor_at(d), reached)
-
-
-def auto_out_dim(in_dim: int, algo: str = "affd", *, eps: float = DEFAULT_EPS,
-                 n_vectors: int = DEFAULT_N_VECTORS, delta: float = DEFAULT_DELTA,
-                 **options) -> int:
-    """The D that ``out_dim="auto"`` picks for ``algo`` at ``in_dim``: enough that all norms
-    and pairwise inner products of ``n_vectors`` vectors keep a relative error of at most
-    ``eps`` with probability ``1 - delta`` (see the module docstring), rounded up to a power of
-    two, capped by the algorithm's ``max_out_dim``, by ``in_dim`` and by ``AUTO_MAX_OUT_DIM``
-    (2^16). Pass other ``eps``/``n_vectors`` here and the result as ``out_dim`` for another
-    target."""
-    return auto_choice(in_dim, algo, eps=eps, n_vectors=n_vectors, delta=delta,
-                       **options).out_dim
-
-
-def resolve_auto(algo: str, in_dim: int, options: dict) -> int:
-    """``out_dim="auto"`` with the default target, logged once per (algo, in_dim, D) at INFO on
-    the ``sketchcore`` logger."""
-    choice = auto_choice(in_dim, algo, **options)
-    key = (choice.algo, choice.in_dim, choice.out_dim)
-    if key not in _LOGGED:
-        _LOGGED.add(key)
-        log.info("%s", choice.describe())
-    return choice.out_dim
 
 
 # ---- measuring on the user's vectors ------------------------------------------------------------
@@ -347,11 +225,11 @@ def quality(x, *, algo="affd", out_dims=None, target: float = DEFAULT_EPS, seed:
     ``target``. Only the first ``max_vectors`` rows are used (the exact Gram matrix costs
     ``n^2 N``). Print the result for a table; ``.plot(path)`` draws it (matplotlib).
     """
-    from .api import Sketch, _size
+    from .api import Sketch
 
-    target = _check_eps(target)
+    target = check_eps(target)
     if max_vectors is not None:
-        max_vectors = _size("max_vectors", max_vectors)
+        max_vectors = check_size("max_vectors", max_vectors)
     a = _host_rows(x, max_vectors)
     n, dim = a.shape
     algos = [algo] if isinstance(algo, str) else list(algo)
@@ -367,9 +245,9 @@ def quality(x, *, algo="affd", out_dims=None, target: float = DEFAULT_EPS, seed:
         report.jl_min_dim = int(johnson_lindenstrauss_min_dim(n, eps=target))
         report.jl_source = "sklearn"
     for name in algos:
-        cls = _algo_class(name)
+        cls = algo_class(name)
         limit = cls.out_dim_limit(dim, **options)
-        dims = _default_dims(limit, dim) if out_dims is None else [_size("out_dims", d)
+        dims = _default_dims(limit, dim) if out_dims is None else [check_size("out_dims", d)
                                                              for d in out_dims]
         report.recommended[cls.name] = None
         report.auto[cls.name] = auto_out_dim(dim, cls.name, eps=target, n_vectors=max(2, n),

@@ -1,28 +1,35 @@
 """Discovery and registration (cold path, once) and plain-dict lookups (hot path).
 
-Entry points of the groups ``sketchcore.backends``, ``sketchcore.algorithms`` and
-``sketchcore.analyses`` are loaded one by one. A third-party plugin that is broken must never take
+Entry points of the groups ``sketchcore.backends``, ``sketchcore.algorithms``,
+``sketchcore.analyses`` and ``sketchcore.commands`` are loaded one by one. A third-party plugin that is broken must never take
 the library down: whatever it does wrong is recorded with the plugin's name and the reason,
 reported by ``sketchcore.backends()``, ``sketchcore.analyses()`` and ``sketchcore info``, and
 everything else keeps working. That covers
 
 * a module that raises at import, ``sys.exit()`` included (only ``KeyboardInterrupt`` passes);
-* a hook implementation with a misspelled hook name, or one that raises when called;
+* a hook implementation with a misspelled hook name, or one (or a hook wrapper) that raises
+  when called;
 * a backend whose ``owns()`` raises (it is then skipped and reported as faulty) or whose
   ``check()`` raises (reported as not usable);
-* an analysis whose ``add_cli`` raises (``sketchcore.cli`` drops its subcommand and reports it).
+* an analysis or command whose ``add_cli`` raises (``sketchcore.cli`` drops its subcommand and
+  reports it).
 
-Hooks are called one implementation at a time (``_call``), not through ``pm.hook.<name>(...)``:
-pluggy's hook caller runs the implementations in one loop and stops at the first exception, so
-one plugin that raises would keep every plugin after it from registering anything. The per-
-implementation call passes the hook's arguments the way pluggy does (by the names the
-implementation declares). A hook wrapper has nothing to wrap here and is reported as an error.
+Hooks run through pluggy, one plain implementation per call (``Registry._call``): for each, in
+the order pluggy would call them (``tryfirst``/``trylast`` honored), a ``pm.subset_hook_caller``
+that leaves the other plain implementations out. One ``pm.hook.<name>(register=...)`` call would
+stop at the first implementation that raises, so one broken plugin would keep every plugin after
+it from registering; calling through pluggy (rather than ``impl.function`` directly) keeps what
+pluggy does around a call: ``pm.add_hookcall_monitoring`` and ``pm.trace`` see each one, and hook
+wrappers wrap each one. An exception is the fault of the implementation whose code raised it: a
+plain one is reported and skipped; a wrapper is reported and left out of the calls that follow
+(the call it broke is retried without it when nothing was registered yet).
 
 ``SKETCHCORE_DISABLE_PLUGINS=a,b`` skips entry points by name.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from dataclasses import dataclass
@@ -37,8 +44,14 @@ from .backend import Backend, generic_for
 __all__ = ["Registry", "registry", "refresh", "BackendInfo", "GROUPS"]
 
 #: entry-point groups searched for plugins (any plugin may implement any hook; the group says
-#: what it is for: a backend, a sketch algorithm, an analysis)
-GROUPS = ("sketchcore.backends", "sketchcore.algorithms", "sketchcore.analyses")
+#: what it is for: a backend, a sketch algorithm, an analysis, a command)
+GROUPS = ("sketchcore.backends", "sketchcore.algorithms", "sketchcore.analyses",
+          "sketchcore.commands")
+
+#: the core's own plugins: plugin name -> module. Loaded by import path, as an entry point is, so
+#: the registry imports no algorithm and the modules the algorithms use (``param_cache``) may use
+#: the registry without an import cycle; unlike an entry point, one that fails raises.
+BUILTIN_PLUGINS = {"sketchcore.sketches": "sketchcore.sketches"}
 
 #: longest reason kept for a faulty plugin (an exception's text can be arbitrarily long)
 MAX_REASON = 1000
@@ -84,10 +97,11 @@ class Registry:
         self.backends: dict[str, Backend] = {}
         self.algorithms: dict[str, type] = {}
         self.analyses: dict = {}
+        self.commands: dict = {}  # CLI subcommands that are not analyses (sketchcore demo)
         self.errors: dict[str, str] = {}  # plugin name -> error
         self.error_group: dict[str, str] = {}  # plugin name -> entry-point group
         self.sources: dict[str, str] = {}  # registered name -> plugin name
-        self.cli_errors: dict[str, str] = {}  # analysis name -> why its add_cli failed
+        self.cli_errors: dict[str, str] = {}  # analysis or command -> why its add_cli failed
         self._group_of: dict[str, str] = {}  # plugin name -> entry-point group it came from
         self._checks: dict[str, str | None] = {}
         self._by_type: dict[type, Backend] = {}
@@ -106,11 +120,10 @@ class Registry:
         return self
 
     def _load(self) -> None:
-        from . import sketches
-
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
-        pm.register(sketches, name="sketchcore.sketches")
+        for name, module in BUILTIN_PLUGINS.items():
+            pm.register(importlib.import_module(module), name=name)
         disabled = {s.strip() for s in os.environ.get("SKETCHCORE_DISABLE_PLUGINS", "").split(",")}
         for group in self.groups:
             for ep in entry_points(group=group):
@@ -142,6 +155,7 @@ class Registry:
         self._call(pm, "sketchcore_register_algorithms", self.algorithms, lambda c: c.name)
         self._call(pm, "sketchcore_register_backends", self.backends, lambda b: b.name)
         self._call(pm, "sketchcore_register_analyses", self.analyses, lambda a: a.name)
+        self._call(pm, "sketchcore_register_commands", self.commands, lambda c: c.name)
 
     def _fail(self, plugin: str, group: str, reason: str) -> None:
         self.errors[plugin] = reason
@@ -161,14 +175,20 @@ class Registry:
                 and any(i.plugin is plugin and not i.optionalhook for i in hc.get_hookimpls())]
 
     def _call(self, pm, hook, table, name_of) -> None:
-        for impl in getattr(pm.hook, hook).get_hookimpls():
+        """Run ``hook`` once per plain implementation, in pluggy's order, each through a
+        ``pm.subset_hook_caller`` that leaves out the other plain implementations: hook call
+        monitoring and tracing see every call, wrappers wrap each one, and an exception stops
+        only the plugin it came from (see the module docstring)."""
+        impls = getattr(pm.hook, hook).get_hookimpls()
+        plain = [i for i in impls if not _is_wrapper(i)]
+        wrappers = [i for i in impls if _is_wrapper(i)]
+        faulty: list = []  # wrappers that raised: left out of the calls that follow
+        # pluggy calls the end of get_hookimpls() first (tryfirst sorts last, trylast first)
+        for impl in reversed(plain):
             plugin = impl.plugin_name
-            if impl.hookwrapper or getattr(impl, "wrapper", False):
-                self._fail(plugin, self._group_of.get(plugin, ""),
-                           f"{hook} is declared a hook wrapper; register plain implementations")
-                continue
+            count = [0]
 
-            def register(obj, _plugin=plugin):
+            def register(obj, _plugin=plugin, _count=count):
                 name = name_of(obj)
                 if name in table:
                     raise ValueError(
@@ -177,17 +197,25 @@ class Registry:
                     )
                 table[name] = obj
                 self.sources[name] = _plugin
+                _count[0] += 1
 
-            try:
-                impl.function(*[{"register": register}[arg] for arg in impl.argnames])
-            except KeyboardInterrupt:
-                raise
-            except SystemExit as err:
-                self._fail(plugin, self._group_of.get(plugin, ""),
-                           f"plugin {describe(err)} in {hook}")
-            except BaseException as err:  # noqa: BLE001 - a broken plugin must not break others
-                self._fail(plugin, self._group_of.get(plugin, ""),
-                           capped(f"{type(err).__name__}: {err}"))
+            while True:
+                others = [i.plugin for i in plain if i is not impl] + [i.plugin for i in faulty]
+                try:
+                    pm.subset_hook_caller(hook, remove_plugins=others)(register=register)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as err:  # noqa: BLE001 - a broken plugin must not break others
+                    culprit = _culprit(err, impl, [w for w in wrappers if w not in faulty])
+                    self._fail(culprit.plugin_name, self._group_of.get(culprit.plugin_name, ""),
+                               f"plugin {describe(err)} in {hook}"
+                               if isinstance(err, SystemExit) else
+                               capped(f"{type(err).__name__}: {err}"))
+                    if culprit is not impl:
+                        faulty.append(culprit)
+                        if count[0] == 0:
+                            continue  # the wrapper stopped the call before it registered
+                break
 
     # ---- hot path ---------------------------------------------------------------------------
     def check(self, name: str) -> str | None:
@@ -279,6 +307,23 @@ class Registry:
         probe = np.empty(0)
         for be in list(self.backends.values()):
             self._owns(be, probe)
+
+
+def _is_wrapper(impl) -> bool:
+    return bool(impl.hookwrapper or getattr(impl, "wrapper", False))
+
+
+def _culprit(err: BaseException, impl, wrappers):
+    """The hook implementation ``err`` came from: ``impl`` when its code is in the traceback,
+    else a wrapper whose code is, else ``impl`` (e.g. a call that did not match its signature)."""
+    codes = set()
+    tb = err.__traceback__
+    while tb is not None:
+        codes.add(tb.tb_frame.f_code)
+        tb = tb.tb_next
+    if getattr(impl.function, "__code__", None) in codes:
+        return impl
+    return next((w for w in wrappers if getattr(w.function, "__code__", None) in codes), impl)
 
 
 def _missing_library(be: Backend) -> str | None:

@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from core.helpers import assert_normwise_close
-from sketchcore.structure import next_pow2
+from sketchcore.kron_plans import next_pow2
 from sketchcore.testing import algorithm_variants
 
 VARIANTS = algorithm_variants()

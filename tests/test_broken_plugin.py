@@ -52,7 +52,9 @@ def broken_site(tmp_path):
 
 
 def _run(args, site, cwd):
-    env = {**os.environ, "PYTHONPATH": str(site)}
+    # site first, then whatever PYTHONPATH already held (e.g. the tree under test)
+    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
     env.pop("SKETCHCORE_DISABLE_PLUGINS", None)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300,
                           env=env, cwd=cwd)
@@ -253,11 +255,21 @@ print("ok")
     assert "not usable: check() raised ValueError: check exploded" in line, line
 
 
-def test_add_cli_that_raises_leaves_the_rest_of_the_cli_working(tmp_path):
-    plugins = {"clibad": ("sketchcore.analyses", ADD_CLI_RAISES)}
+ADD_CLI_RAISES_COMMAND = ADD_CLI_RAISES.replace("analyses(register)", "commands(register)").replace(
+    'sketchcore.Analysis(name="clibad", summary="an analysis with a broken CLI",\n'
+    '                                 module="sketchcore_test_clibad", add_cli=add_cli)',
+    'sketchcore.Command(name="clibad", summary="a command with a broken CLI", add_cli=add_cli)')
+
+
+@pytest.mark.parametrize(("group", "source"), [("sketchcore.analyses", ADD_CLI_RAISES),
+                                               ("sketchcore.commands", ADD_CLI_RAISES_COMMAND)],
+                         ids=["analysis", "command"])
+def test_add_cli_that_raises_leaves_the_rest_of_the_cli_working(tmp_path, group, source):
+    assert ("Command(" in source) == (group == "sketchcore.commands")  # the variant was made
+    plugins = {"clibad": (group, source)}
     helped = _plugin_run(tmp_path, plugins, ["-m", "sketchcore.cli", "--help"])
     assert helped.returncode == 0, helped.stderr
-    assert "info" in helped.stdout and "tda" in helped.stdout
+    assert "info" in helped.stdout and "tda" in helped.stdout and "demo" in helped.stdout
     assert "clibad" not in helped.stdout  # the half-built subcommand was taken out again
 
     site = tmp_path / "site"

@@ -81,7 +81,9 @@ def site(tmp_path_factory):
 
 
 def sketchcore(site, *args, debug_env=False):
-    env = {**os.environ, "PYTHONPATH": str(site)}
+    # site first, then whatever PYTHONPATH already held (e.g. the tree under test)
+    path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
     env.pop("SKETCHCORE_DISABLE_PLUGINS", None)
     env.pop("SKETCHCORE_DEBUG", None)
     if debug_env:

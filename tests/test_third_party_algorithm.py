@@ -71,7 +71,9 @@ def installed(tmp_path_factory):
 
 
 def _run(args, target, cwd):
-    env = {**os.environ, "PYTHONPATH": str(target)}
+    # target first, then whatever PYTHONPATH already held (e.g. the tree under test)
+    path = os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
     env.pop("SKETCHCORE_DISABLE_PLUGINS", None)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300,
                           env=env, cwd=cwd)

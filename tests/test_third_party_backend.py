@@ -58,7 +58,9 @@ def installed(tmp_path_factory):
 
 
 def _run(code_or_args, target, cwd):
-    env = {**os.environ, "PYTHONPATH": str(target)}
+    # target first, then whatever PYTHONPATH already held (e.g. the tree under test)
+    path = os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
     env.pop("SKETCHCORE_DISABLE_PLUGINS", None)
     args = [sys.executable, "-c", code_or_args] if isinstance(code_or_args, str) else \
         [sys.executable, *code_or_args]

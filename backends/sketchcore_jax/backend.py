@@ -51,6 +51,10 @@ class JaxBackend(Backend):
         jax = sys.modules.get("jax")
         return jax is not None and isinstance(x, jax.Array)
 
+    def is_traced(self, x) -> bool:
+        """A tracer of ``jax.jit``/``grad``/``vmap`` (jax arrays are tracers inside a transform)."""
+        return isinstance(x, sys.modules["jax"].core.Tracer) or super().is_traced(x)
+
     def asarray(self, x):
         import jax.numpy as jnp
         import numpy as np

@@ -55,9 +55,7 @@ def fused_input(op, direction: str, x):
         return None
     import jax
 
-    from sketchcore._namespace import is_traced
-
-    if not isinstance(x, jax.Array) or is_traced(x):
+    if not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer):
         return None
     if x.dtype not in (np.float32, np.float64) or x.size == 0:
         return None

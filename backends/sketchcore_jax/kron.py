@@ -3,9 +3,10 @@
 The paper's recipe for TPUs: ``H_n = H_{B_1} x ... x H_{B_K}`` with the in-factor permutations
 folded into each dense ``B_i x B_i`` factor, contracted by matmuls, so no gather runs at all. The
 last axis is viewed as a ``(B_1, ..., B_K)`` tensor and all factors are contracted in a single
-``jnp.einsum``, which lets XLA pick the order; on the 2-core CPU this beat the reference
-reshape-matmul chain by 1.5-2.5x (2^20 x 8 rows, factors (128, 128, 64): 0.43 s vs 1.02 s) and
-the jitted radix-2 butterfly too (0.66 s).
+``jnp.einsum``, which lets XLA pick the contraction order; that is why it beats both the
+reference reshape-matmul chain and a jitted radix-2 butterfly (the jax backend's timings:
+docs/results.md, sections "1b. FWHT vs the memory floor, every CPU backend" and "1c. Every backend
+vs D and vs N").
 
 Factors without permutations are split into pieces of at most ``RADIX`` (an unpermuted
 ``H_B`` is itself a Kronecker product), which keeps FJL/FFD's single ``(n,)`` plan at

@@ -12,6 +12,7 @@ import numpy as np
 
 from ._fwht import empty_signs, fwht_plain, fwht_row_parallel, fwht_rows, fwht_rows_serial
 from ._hadamard import gather_rows, had_row_parallel_load, had_rows, had_top_level
+from ._memory import ALIGN, ALIGN_MIN_BYTES, aligned_empty  # noqa: F401 - re-exported
 from ._ops import forward as fused_forward
 from ._ops import handles as fused_handles
 from ._simd import VECTOR_BYTES
@@ -19,12 +20,6 @@ from ._sparse import ell_rows
 
 __all__ = ["fwht", "hadamard", "ell_matvec", "aligned_empty", "fused_forward", "fused_handles", "PARALLEL_MIN"]
 
-#: byte alignment of the arrays this module allocates: one cache line, so no vector load of a
-#: transform ever straddles two lines (a 16-byte aligned numpy array makes half of them do so,
-#: which costs about 30% at n = 2^20)
-ALIGN = 64
-#: results at least this large are allocated aligned (smaller ones: plain np.empty, cheaper)
-ALIGN_MIN_BYTES = 1 << 16
 #: below this many elements one thread is faster than waking the others
 PARALLEL_MIN = 1 << 18
 #: a single row at least this long is transformed by all threads (shorter rows: one thread)
@@ -36,21 +31,6 @@ _NO_SIGNS = {np.dtype(np.float32): empty_signs(np.float32),
 RUN_MAX = 1 << 11
 _TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _local = threading.local()
-
-
-def aligned_empty(shape, dtype, align: int = ALIGN) -> np.ndarray:
-    """``np.empty(shape, dtype)`` whose data starts on an ``align``-byte boundary (small arrays:
-    plain ``np.empty``; the alignment only pays once the data leaves the L1 cache)."""
-    dtype = np.dtype(dtype)
-    count = 1
-    for s in shape:
-        count *= int(s)
-    nbytes = count * dtype.itemsize
-    if nbytes < ALIGN_MIN_BYTES and align == ALIGN:
-        return np.empty(shape, dtype=dtype)
-    raw = np.empty(nbytes + align, dtype=np.uint8)
-    off = (-raw.__array_interface__["data"][0]) % align
-    return raw[off : off + nbytes].view(dtype).reshape(shape)
 
 
 def _threads(elements: int) -> int:
@@ -176,7 +156,7 @@ def _tables(plan):
             if size < 1 or size & (size - 1):
                 raise ValueError(
                     f"Hadamard factor sizes must be powers of two, got {tuple(plan.sizes)}; build "
-                    "the KronPlan with power-of-two sizes (sketchcore.structure.pow2_factors).")
+                    "the KronPlan with power-of-two sizes (sketchcore.kron_plans.pow2_factors).")
         tabs = (_Gather(plan.sizes, plan.col_perm), _Gather(plan.sizes, plan.row_perm))
         _TABLES[plan] = tabs
     return tabs

@@ -67,7 +67,7 @@ def _scratch(dtype, shape) -> np.ndarray:
     key = dtype.char
     buf = getattr(_local, key, None)
     if buf is None or buf.size < size:
-        from ._kernels import aligned_empty
+        from ._memory import aligned_empty
 
         buf = aligned_empty((max(size, 1),), dtype, PAGE)
         if buf.nbytes <= SCRATCH_KEEP_BYTES:

@@ -48,6 +48,13 @@ class TorchBackend(Backend):
 
         return fused_view(op, direction, x) is not None
 
+    def is_traced(self, x) -> bool:
+        """A tensor wrapped by a ``torch.func`` transform (grad, vmap, jvp), or any tensor while
+        one runs: values built from it belong to that transform."""
+        functorch = sys.modules["torch"]._C._functorch
+        return bool(functorch.is_functorch_wrapped_tensor(x)
+                    or functorch.peek_interpreter_stack() is not None)
+
     # ---- kernels --------------------------------------------------------------------------
     def fwht(self, x, /):
         from .autograd import Fwht

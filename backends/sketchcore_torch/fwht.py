@@ -3,9 +3,9 @@
 ``H_n = H_{r_1} x ... x H_{r_k}`` (Sylvester order), so the transform of the last axis is one
 matmul per factor: the lowest ``log2 r_k`` bits with ``X.reshape(-1, r_k) @ H_{r_k}`` (one large
 GEMM), then each higher factor as a batched ``H_r @ X.view(-1, r, h)`` on a middle axis. With
-factors of 32 this makes ~log2(n)/5 passes over memory instead of log2(n) butterfly passes; on the
-2-core CPU this beat the radix-2 ``out=`` ping-pong and the ``@ H_64`` hybrid by 2x and more at
-2^24 (see the backend notes in the project report). On CUDA the same code runs as cuBLAS batched
+factors of 32 this makes ~log2(n)/5 passes over memory instead of log2(n) butterfly passes, which
+is why it beats the radix-2 ``out=`` ping-pong and the ``@ H_64`` hybrid on large inputs (timings:
+docs/results.md, section "1b. FWHT vs the memory floor, every CPU backend"). On CUDA the same code runs as cuBLAS batched
 GEMMs. Imported only when a torch kernel runs.
 """
 

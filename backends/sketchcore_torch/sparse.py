@@ -2,10 +2,11 @@
 
 A padded-row (ELL) matrix whose rows have very different lengths (FJL's ``G_s^T``: each of the N
 columns of ``G_s`` holds ~D k / N entries, padded to the longest) wastes most of its gathers on
-zero slots. Measured on the 2-core CPU for fjl N=2^22, D=2^14, k=22, batch 32: the transposed ELL
-(4M x 6 slots, 1.4% filled) took 20-30 s with gathers and 1.9-2.2 s as one CSR product; the
-forward ELL (all slots filled) took 0.74 s with gathers and 0.85-1.5 s as CSR. So the CSR path is
-taken when fewer than half of the slots are filled. The CSR matrix is built on the input's device
+zero slots. For fjl's transposed ELL (N=2^22, D=2^14, k=22: 4M x 6 slots, 1.4% filled) one CSR
+product does a small part of the gathers' work; for the forward ELL (all slots filled) the gathers
+do no wasted work and CSR only adds its own overhead (the torch backend's timings: docs/results.md,
+section "1c. Every backend vs D and vs N"). So the CSR path is taken when fewer than half of the
+slots are filled. The CSR matrix is built on the input's device
 once per index array, and used only when no gradient is recorded and no ``torch.func`` transform
 is active (torch's sparse kernels have no vmap rules); otherwise the differentiable gathers run.
 """

@@ -1,14 +1,15 @@
 """``sketchcore demo``: train a small model on bundled data and run all three analyses on it.
 
-Registered like any analysis plugin (entry point group ``sketchcore.analyses``); it only uses the
-public APIs of the TDA, spectrum and intrinsic-dimension plugins.
+Registered as a command, not an analysis (entry point group ``sketchcore.commands``, hook
+``sketchcore_register_commands``); it only uses the public APIs of the TDA, spectrum and
+intrinsic-dimension plugins.
 """
 
 from __future__ import annotations
 
 import sketchcore
 
-__all__ = ["sketchcore_register_analyses", "add_cli"]
+__all__ = ["sketchcore_register_commands", "add_cli"]
 
 
 def add_cli(subparsers) -> None:
@@ -18,13 +19,12 @@ def add_cli(subparsers) -> None:
 
 
 @sketchcore.hookimpl
-def sketchcore_register_analyses(register):
+def sketchcore_register_commands(register):
     register(
-        sketchcore.Analysis(
+        sketchcore.Command(
             name="demo",
             summary="train a small model on bundled data (digits) and run TDA, spectrum and "
             "intrinsic dimension on it; writes a report folder",
-            module="sketchcore_demo.run",
             add_cli=add_cli,
         )
     )

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from sketchcore import InvalidOptionError
 
+from .hessian import hessian_spectrum, take_batches
+
 __all__ = ["SpectrumEvolution", "SpectrumCallback", "spectrum_evolution", "step_from_path"]
 
 _COLUMNS = ("step", "loss", "lambda_max", "lambda_min", "rneg", "n_outliers", "outliers_saturated",
@@ -137,8 +139,6 @@ def spectrum_evolution(model, loss_fn, checkpoints, batches, *, steps=None, sket
     name, else its position). ``spectrum_options`` go to ``hessian_spectrum`` (``k``,
     ``num_batches``, ``method``, ``max_iter``, ``params``, ...).
     """
-    from .api import hessian_spectrum, take_batches
-
     checkpoints = [Path(p) for p in checkpoints]
     if not checkpoints:
         raise InvalidOptionError("checkpoints is empty; pass the paths of saved state_dicts.")
@@ -172,8 +172,6 @@ class SpectrumCallback:
 
     def __init__(self, loss_fn, batches, *, every: int, sketch=None, num_batches=None,
                  **spectrum_options):
-        from .api import take_batches
-
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise InvalidOptionError(f"every must be a positive integer, got {every!r}.")
         self.loss_fn = loss_fn
@@ -186,7 +184,5 @@ class SpectrumCallback:
     def __call__(self, step: int, model) -> None:
         if step % self.every:
             return
-        from .api import hessian_spectrum
-
         self.evolution.add(step, hessian_spectrum(model, self.loss_fn, self.batches,
                                                   sketch=self.sketch, **self.options))

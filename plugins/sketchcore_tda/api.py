@@ -46,7 +46,7 @@ from .scores import (
     top_k,
 )
 from .store import SketchStore
-from .task import TDATask, load_task, make_sketcher
+from .task_spec import TDATask, load_task, make_sketcher
 from .trak import TRAKSketcher, build_trak_store, trak_sketcher, write_out_to_loss
 
 __all__ = [

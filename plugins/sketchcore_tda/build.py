@@ -3,8 +3,7 @@
 The single-process path (``engine="local"``, the default) needs nothing started. A build that was
 interrupted resumes: only the row chunks not marked complete are computed and written. With
 ``engine="ray"`` the missing chunks are split into shards that run as Ray tasks (see
-``ray_engine.py``); both paths compute a chunk the same way (batches start at the chunk's first
-row), so they write the same store.
+``ray_engine.py``); both write chunks with ``chunk_writer.py``, so they write the same store.
 """
 
 from __future__ import annotations
@@ -14,6 +13,13 @@ from dataclasses import dataclass
 
 from sketchcore import StoreMismatchError
 
+from .chunk_writer import (
+    chunk_batches,
+    chunk_pieces,
+    resolve_sketcher,
+    write_chunks,
+    write_from_iterable,
+)
 from .fingerprint import DIGEST_BYTES, InputFingerprint
 from .sources import as_source
 from .store import SketchStore, default_chunk_rows
@@ -22,21 +28,6 @@ __all__ = ["build_store", "BuildSummary", "sketcher_identity", "resolve_sketcher
            "write_chunks", "chunks_to_write", "ENGINES"]
 
 ENGINES = ("local", "ray")
-
-
-def resolve_sketcher(sketcher):
-    """A ``GradientSketcher`` (anything with ``sketch_batch``), or one made by calling a
-    zero-argument factory (what Ray workers get, so each builds its own model)."""
-    if hasattr(sketcher, "sketch_batch"):
-        return sketcher
-    if callable(sketcher):
-        made = sketcher()
-        if not hasattr(made, "sketch_batch"):
-            raise TypeError(f"the sketcher factory {sketcher!r} returned {type(made).__name__}, "
-                            "not a GradientSketcher.")
-        return made
-    raise TypeError(f"expected a sketchcore.gradients.GradientSketcher or a zero-argument factory "
-                    f"returning one, got {type(sketcher).__name__}.")
 
 
 def sketcher_identity(gs) -> dict:
@@ -113,79 +104,6 @@ class BuildSummary:
         return "\n".join(lines)
 
 
-def _chunk_batches(source, store: SketchStore, chunk: int, batch_size: int, offset: int = 0):
-    """The batches of a row chunk from a sliceable source whose row 0 is store row ``offset``
-    (batches start at the chunk's first row: every engine computes a chunk the same way)."""
-    start, stop = store.chunk_range(chunk)
-    return (b for _r, b in source.batches(start - offset, stop - offset, batch_size))
-
-
-def write_chunks(store: SketchStore, gs, source, chunks, ids, batch_size: int,
-                 on_rows=None, offset: int = 0) -> int:
-    """Compute and write the given row chunks of ``store`` from a sliceable source whose row 0 is
-    store row ``offset``; ``ids`` are the store's ids (indexed by store row). Each chunk records
-    the fingerprint of its inputs. Returns the number of rows written; ``on_rows(n)`` reports
-    progress."""
-    import numpy as np
-
-    written = 0
-    for c in chunks:
-        start, stop = store.chunk_range(c)
-        parts, fp = [], InputFingerprint()
-        for batch in _chunk_batches(source, store, c, batch_size, offset):
-            fp.update(batch)
-            s = np.asarray(gs.sketch_batch(batch), dtype=np.float32)
-            parts.append(s)
-            if on_rows is not None:
-                on_rows(len(s))
-        store.write_chunk(c, np.concatenate(parts, axis=0), ids[start:stop], inputs=fp.digest())
-        written += stop - start
-    return written
-
-
-def _chunk_pieces(store: SketchStore, chunks):
-    """``wanted(a, b)`` for ``IterableSource.pieces``: the sub-ranges of rows [a, b) that lie in
-    ``chunks``, cut at chunk boundaries."""
-    chunks = set(chunks)
-    rows = store.chunk_rows
-
-    def wanted(a, b):
-        out = []
-        r = a
-        while r < b:
-            c = r // rows
-            end = min(b, (c + 1) * rows)
-            if c in chunks:
-                out.append((r, end))
-            r = end
-        return out
-
-    return wanted
-
-
-def _write_from_iterable(store: SketchStore, gs, source, missing, ids, on_rows) -> int:
-    """Single pass over an iterable source: compute only rows of missing chunks, write each chunk
-    once all its rows are in."""
-    import numpy as np
-
-    buffers: dict[int, list] = {}
-    prints: dict[int, InputFingerprint] = {}
-    written = 0
-    for row, batch in source.pieces(_chunk_pieces(store, missing)):
-        c = row // store.chunk_rows
-        prints.setdefault(c, InputFingerprint()).update(batch)
-        s = np.asarray(gs.sketch_batch(batch), dtype=np.float32)
-        buffers.setdefault(c, []).append(s)
-        if on_rows is not None:
-            on_rows(len(s))
-        start, stop = store.chunk_range(c)
-        if sum(len(p) for p in buffers[c]) == stop - start:
-            store.write_chunk(c, np.concatenate(buffers.pop(c), axis=0), ids[start:stop],
-                              inputs=prints.pop(c).digest())
-            written += stop - start
-    return written
-
-
 def chunks_to_write(store: SketchStore, source, ids, batch_size: int, *, report=None) -> list[int]:
     """The row chunks a (resumed) build must compute: those never completed and those damaged.
 
@@ -207,12 +125,12 @@ def chunks_to_write(store: SketchStore, source, ids, batch_size: int, *, report=
         prints = {}
         for c in done:
             fp = InputFingerprint()
-            for batch in _chunk_batches(source, store, c, batch_size):
+            for batch in chunk_batches(source, store, c, batch_size):
                 fp.update(batch)
             prints[c] = fp.digest()
     else:  # one pass over the iterable, fingerprinting only the written chunks
         acc: dict[int, InputFingerprint] = {}
-        for row, batch in source.pieces(_chunk_pieces(store, done)):
+        for row, batch in source.pieces(chunk_pieces(store, done)):
             acc.setdefault(row // store.chunk_rows, InputFingerprint()).update(batch)
         prints = {c: fp.digest() for c, fp in acc.items()}
     _refuse_other_inputs(store, done, prints, ids)
@@ -318,7 +236,7 @@ def build_store(path, sketcher, data, *, ids=None, num_examples: int | None = No
                 written = write_chunks(store, gs, source, missing, ids, batch_size,
                                        on_rows=bar.update if bar else None)
             else:
-                written = _write_from_iterable(store, gs, source, missing, ids,
+                written = write_from_iterable(store, gs, source, missing, ids,
                                                on_rows=bar.update if bar else None)
         finally:
             if bar is not None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 __all__ = ["add_cli"]
 
 TASK_HELP = ("the model and data: 'package.module:function' or 'file.py:function' returning a "
-             "sketchcore_tda.TDATask (built in: sketchcore_tda.tasks:digits, "
-             "sketchcore_tda.tasks:tiny_gpt2, sketchcore_tda.tasks:minilm)")
+             "sketchcore_tda.TDATask (built in: sketchcore_tda.example_tasks:digits, "
+             "sketchcore_tda.example_tasks:tiny_gpt2, sketchcore_tda.example_tasks:minilm)")
 
 
 def _task_args(p, required: bool = True) -> None:
@@ -139,14 +139,14 @@ def add_cli(subparsers) -> None:
 
 
 def _sketch_options(pairs) -> dict:
-    from .task import parse_task_args
+    from .task_spec import parse_task_args
 
     return parse_task_args(pairs)
 
 
 def _build(args) -> int:
     from .build import build_store
-    from .task import load_task, make_sketcher, parse_task_args
+    from .task_spec import load_task, make_sketcher, parse_task_args
 
     task_args = parse_task_args(args.task_arg)
     task = load_task(args.task, task_args)
@@ -176,7 +176,7 @@ def _scores(args) -> int:
     from .query import check_sketcher, sketch_data, sketch_spec
     from .scores import Checkpoint, self_influence, top_k
     from .store import SketchStore
-    from .task import load_task, make_sketcher, parse_task_args
+    from .task_spec import load_task, make_sketcher, parse_task_args
     from .trak import trak_sketcher
 
     stores = [SketchStore.open(p, mode="r") for p in args.store]
@@ -220,7 +220,7 @@ def _task_for(store, args) -> tuple[str, dict]:
     only with --use-recorded-task (a store's metadata is someone else's data: naming code in it
     must never make this command run that code); else stop and say what to run."""
     from .errors import StoreMismatchError
-    from .task import parse_task_args
+    from .task_spec import parse_task_args
 
     if args.task:
         return args.task, parse_task_args(args.task_arg)
@@ -273,7 +273,7 @@ def _evaluate(args) -> int:
 
     from .evaluate import evaluate
     from .sources import as_source
-    from .task import load_task, make_sketcher, parse_task_args
+    from .task_spec import load_task, make_sketcher, parse_task_args
 
     task = load_task(args.task, parse_task_args(args.task_arg))
     gs = make_sketcher(task, None)
@@ -298,7 +298,7 @@ def _lds(args) -> int:
     from pathlib import Path
 
     from .lds import lds
-    from .task import parse_task_args
+    from .task_spec import parse_task_args
 
     def names(text):
         return [x.strip() for x in text.split(",") if x.strip()]

@@ -8,8 +8,8 @@ and measured outputs across the M subsets; the reported LDS is its mean over the
 
 :func:`lds` runs it for a task: the M subset models and the ``ensemble`` full-data models whose
 gradients the methods use are trained through the task's retraining protocol (the task function
-takes ``train_subset=`` indices and ``model_seed=``; ``tasks.digits`` does), and everything is
-kept in a cache folder (``lds_cache.py``) that every method, algorithm and D share.
+takes ``train_subset=`` indices and ``model_seed=``; ``example_tasks.digits`` does), and
+everything is kept in a cache folder (``lds_cache.py``) that every method, algorithm and D share.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def _task_function(task):
     the task function itself."""
     if callable(task):
         return task, f"{getattr(task, '__module__', '?')}:{getattr(task, '__qualname__', task)}"
-    from .task import _import_callable
+    from .task_spec import _import_callable
 
     return _import_callable(task), str(task)
 
@@ -179,7 +179,7 @@ def _digest(data) -> str:
 
 def _retrain(fn, args, subset, model_seed: int):
     """The task with its model trained on ``subset`` of the training set with ``model_seed``."""
-    from .task import TDATask
+    from .task_spec import TDATask
 
     try:
         task = fn(**args, train_subset=subset, model_seed=int(model_seed))
@@ -187,7 +187,8 @@ def _retrain(fn, args, subset, model_seed: int):
         if "train_subset" in str(err) or "model_seed" in str(err):
             raise TypeError(f"the LDS retrains the task's model on subsets: its function must "
                             f"accept train_subset= (indices into the training set) and "
-                            f"model_seed= (see sketchcore_tda.tasks.digits); {err}") from None
+                            f"model_seed= (see sketchcore_tda.example_tasks.digits); {err}"
+                            ) from None
         raise
     if not isinstance(task, TDATask):
         raise TypeError(f"the task function returned {type(task).__name__}, not a TDATask.")
@@ -322,7 +323,7 @@ def _features(cache, members, kind, algo, log2_dim, seed, out_fn, train, test_pa
     from .query import sketch_data
     from .scores import Checkpoint
     from .store import SketchStore
-    from .task import make_sketcher
+    from .task_spec import make_sketcher
     from .trak import build_trak_store, trak_sketcher
 
     cps, num_params = [], 0

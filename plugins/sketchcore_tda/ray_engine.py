@@ -24,6 +24,9 @@ import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from .chunk_writer import resolve_sketcher, write_chunks
+from .store import SketchStore
+
 __all__ = ["build_with_ray", "split_shards", "SketcherRecipe", "recipe_of",
            "start_local_cluster", "LocalCluster", "require_ray", "MIN_RAY_VERSION"]
 
@@ -93,9 +96,6 @@ class ShardWriter:
     """A Ray actor: builds the sketcher once, then writes shards of one store."""
 
     def __init__(self, store_path: str, recipe, ids, batch_size: int) -> None:
-        from .build import resolve_sketcher
-        from .store import SketchStore
-
         self.store = SketchStore.open(store_path)
         self.gs = resolve_sketcher(recipe)
         self.ids = ids
@@ -103,8 +103,6 @@ class ShardWriter:
 
     def write(self, chunks: list[int], source, offset: int) -> int:
         """Sketch and write ``chunks``; rows of ``source`` start at store row ``offset``."""
-        from .build import write_chunks
-
         return write_chunks(self.store, self.gs, source, chunks, self.ids, self.batch_size,
                             offset=offset)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .._namespace import device_of
+from ..array_namespace import device_of
 
 __all__ = ["hartley"]
 

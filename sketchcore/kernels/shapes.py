@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._namespace import device_of
+from ..array_namespace import device_of
 
 __all__ = ["pad_last", "split_last"]
 

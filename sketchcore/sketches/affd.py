@@ -14,7 +14,7 @@ factors and ``B`` is dropped (the Haar factors are already sign- and permutation
 from __future__ import annotations
 
 from .. import _random as rnd
-from ..structure import next_pow2, pow2_factors
+from ..kron_plans import next_pow2, pow2_factors
 from .base import SketchAlgorithm, check_pow2_option
 from .preconditioners import PRECONDITIONERS, make_preconditioner
 

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from .._errors import InvalidOptionError, describe_value, unknown
 from ..kernels import pad_last
-from ..structure import ParamCache, arrays_sha256, host_memory_bytes
+from ..param_cache import ParamCache, arrays_sha256, host_memory_bytes
 
 __all__ = ["SketchAlgorithm", "check_pow2_option", "check_int_option", "MAX_PADDED_LENGTH"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _random as rnd
-from .._namespace import device_of, from_host
+from ..array_namespace import device_of, from_host
 from .base import SketchAlgorithm
 
 __all__ = ["Dense"]

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from .. import _random as rnd
-from ..structure import KronPlan, next_pow2
+from ..kron_plans import KronPlan, next_pow2
 from .base import SketchAlgorithm, check_int_option
 
 __all__ = ["FJL"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import _random as rnd
 from .._errors import unknown
-from ..structure import KronPlan, pow2_factors
+from ..kron_plans import KronPlan, pow2_factors
 
 __all__ = ["PRECONDITIONERS", "make_preconditioner"]
 

@@ -17,7 +17,7 @@ import math
 
 from .. import _random as rnd
 from .._errors import InvalidOptionError, describe_value
-from ..structure import balanced_factors, next_pow2
+from ..kron_plans import balanced_factors, next_pow2
 from .base import SketchAlgorithm, check_int_option
 
 __all__ = ["QK"]

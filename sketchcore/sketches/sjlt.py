@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from .. import _random as rnd
-from ..structure import next_pow2
+from ..kron_plans import next_pow2
 from .base import SketchAlgorithm, check_int_option
 
 __all__ = ["SJLT", "DEFAULT_NNZ_PER_COL"]

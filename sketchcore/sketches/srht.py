@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _random as rnd
-from ..structure import KronPlan, next_pow2
+from ..kron_plans import KronPlan, next_pow2
 from .base import SketchAlgorithm
 
 __all__ = ["SRHT"]

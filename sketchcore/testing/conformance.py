@@ -301,7 +301,7 @@ def _check_fwht(c: _Checker) -> None:
 def _random_plan(rng, sizes):
     """A KronPlan of ``sizes`` with random row/column permutations on some factors, possibly
     transposed; returns the plan and a description."""
-    from ..structure import KronPlan
+    from ..kron_plans import KronPlan
 
     def perms():
         return [rng.permutation(s).astype("int64") if rng.random() < 0.6 else None for s in sizes]
@@ -497,7 +497,7 @@ def _check_dtype_rules(c: _Checker) -> None:
     """Sketch inputs: float16/bfloat16 compute and return float32; integers are cast to the
     namespace's default float dtype (where the namespace has those dtypes)."""
     np = c.np
-    from .._namespace import default_float
+    from ..array_namespace import default_float
     from ..api import Sketch
 
     key, rng = c.rng()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from ..structure import next_pow2
+from ..kron_plans import next_pow2
 from .conformance import algorithm_variants
 
 __all__ = [

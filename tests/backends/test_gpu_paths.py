@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import sketchcore as sk  # noqa: E402
-from sketchcore.structure import arrays_sha256  # noqa: E402
+from sketchcore.param_cache import arrays_sha256  # noqa: E402
 from sketchcore.testing import algorithm_variants  # noqa: E402
 
 pytestmark = pytest.mark.gpu

@@ -17,7 +17,7 @@ import sketchcore as sk  # noqa: E402
 from core.helpers import assert_normwise_close  # noqa: E402
 from backend_cases import (IDS, VARIANTS, assert_import_is_light,  # noqa: E402
                            assert_matches_reference, sketch_cases)
-from sketchcore.structure import KronPlan  # noqa: E402
+from sketchcore.kron_plans import KronPlan  # noqa: E402
 from sketchcore.testing import check_backend  # noqa: E402
 
 
@@ -163,3 +163,29 @@ def test_backend_name_converts_numpy_input_and_leaves_it_alone():
 @pytest.mark.slow
 def test_conformance_suite():
     assert check_backend("jax") > 0
+
+
+def test_is_traced_only_inside_a_transform():
+    """The jax backend calls jit/grad/vmap tracers traced, concrete arrays not; ParamCache keeps
+    nothing built inside a trace."""
+    from sketchcore.param_cache import ParamCache
+
+    be = _backend()
+    seen = []
+
+    def probe(v):
+        seen.append(be.is_traced(v))
+        return jnp.sum(v)
+
+    x = jnp.ones(3)
+    assert be.is_traced(x) is False
+    jax.jit(probe)(x)
+    jax.grad(probe)(x)
+    jax.vmap(probe)(jnp.ones((2, 3)))
+    assert seen == [True, True, True]
+    cache = ParamCache()
+    cache.add("B", np.arange(3.0, dtype=np.float32))
+    jax.jit(lambda v: v * cache.get(jnp, v, "B"))(x)
+    assert not cache._cache, "a tracer was cached"
+    cache.get(jnp, x, "B")
+    assert cache._cache

@@ -20,7 +20,7 @@ from hypothesis import strategies as st  # noqa: E402
 import sketchcore as sk  # noqa: E402
 from sketchcore import kernels  # noqa: E402
 from sketchcore.backend import Backend  # noqa: E402
-from sketchcore.structure import KronPlan  # noqa: E402
+from sketchcore.kron_plans import KronPlan  # noqa: E402
 
 RTOL = {np.float32: 2e-5, np.float64: 1e-12}
 REF = Backend(xnp)

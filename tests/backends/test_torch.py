@@ -18,7 +18,7 @@ import sketchcore as sk  # noqa: E402
 from core.helpers import assert_normwise_close  # noqa: E402
 from backend_cases import (IDS, VARIANTS, assert_import_is_light,  # noqa: E402
                            assert_matches_reference, sketch_cases)
-from sketchcore.structure import KronPlan  # noqa: E402
+from sketchcore.kron_plans import KronPlan  # noqa: E402
 from sketchcore.testing import check_backend  # noqa: E402
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
@@ -258,3 +258,28 @@ def test_cpu_tensors_reach_the_host_kernels_only_when_they_can(kernel_path, monk
     seen = []
     torch.func.vmap(lambda t: seen.append(host.host_view(t)) or t)(torch.zeros(2, 4))
     assert seen == [None]
+
+
+def test_is_traced_only_inside_torch_func():
+    """The torch backend calls tensors inside torch.func transforms traced, plain tensors not;
+    ParamCache keeps nothing built inside a transform."""
+    from sketchcore.param_cache import ParamCache
+
+    be = sk.resolve_backend("torch", torch.ones(1))
+    seen = []
+
+    def probe(v):
+        seen.append(be.is_traced(v))
+        return v.sum()
+
+    x = torch.ones(3)
+    assert be.is_traced(x) is False
+    torch.func.grad(probe)(x)
+    torch.func.vmap(probe)(torch.ones(2, 3))
+    assert seen == [True, True]
+    cache = ParamCache()
+    cache.add("B", np.arange(3.0, dtype=np.float32))
+    torch.func.grad(lambda v: (v * cache.get(torch, v, "B")).sum())(x)
+    assert not cache._cache, "a tensor of a torch.func transform was cached"
+    cache.get(torch, x, "B")
+    assert cache._cache

@@ -109,3 +109,16 @@ def test_importing_sketchcore_imports_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout.strip()}"
+
+
+def test_analyses_are_analyses_and_demo_is_a_command():
+    """``demo`` is a command (its own kind), not an analysis: ``sketchcore.analyses()`` does not
+    list it, ``sketchcore demo`` still parses, and ``info`` shows it under commands."""
+    from sketchcore.cli import build_parser
+    from sketchcore.registry import registry
+
+    assert sorted(sk.analyses()) == ["intrinsic_dim", "spectrum", "tda"]
+    demo = registry().commands["demo"]
+    assert isinstance(demo, sk.Command) and registry().sources["demo"] == "demo"
+    args = build_parser().parse_args(["demo", "--quick", "--out", "report"])
+    assert args.command == "demo" and args.quick and callable(args.func)

@@ -15,7 +15,7 @@ pytest.importorskip("sklearn")
 import models  # noqa: E402  (tests/models.py: shared model helpers)
 
 import sketchcore as sk  # noqa: E402
-from sketchcore_tda import tasks  # noqa: E402
+from sketchcore_tda import example_tasks  # noqa: E402
 from sketchcore_tda.api import (  # noqa: E402
     SketchStore,
     attribute,
@@ -32,7 +32,7 @@ TOP_FRACTION = 0.05
 
 @pytest.fixture(scope="module")
 def flipped_task():
-    return tasks.digits(epochs=6, flip=NUM_FLIPPED, n_train=600, seed=0)
+    return example_tasks.digits(epochs=6, flip=NUM_FLIPPED, n_train=600, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_cli_build_scores_info(tmp_path, capsys):
     from sketchcore.cli import main
 
     store = str(tmp_path / "cli.zarr")
-    task = ["--task", "sketchcore_tda.tasks:digits", "--task-arg", "epochs=1",
+    task = ["--task", "sketchcore_tda.example_tasks:digits", "--task-arg", "epochs=1",
             "--task-arg", "n_train=300", "--task-arg", "n_test=40"]
     assert main(["tda", "build", *task, "--store", store, "--algo", "qk", "--dim", "256",
                  "--chunk-rows", "100", "--no-progress"]) == 0
@@ -112,7 +112,7 @@ def test_cli_build_scores_info(tmp_path, capsys):
     # the store records its task, but scores never runs it unless told to: it says what to run
     with pytest.raises(sk.StoreMismatchError, match="does not choose the code") as err:
         main(["tda", "scores", "--store", store, "-k", "3"])
-    assert "--task=sketchcore_tda.tasks:digits" in str(err.value)
+    assert "--task=sketchcore_tda.example_tasks:digits" in str(err.value)
     assert "--task-arg=n_train=300" in str(err.value) and "--use-recorded-task" in str(err.value)
     assert main(["tda", "scores", "--store", store, "--method", "gauss-newton", "-k", "3",
                  "--json", str(tmp_path / "s.json"), "--csv", str(tmp_path / "s.csv"),
@@ -136,7 +136,7 @@ def test_cli_evaluate_writes_table_json_and_plot(tmp_path, capsys):
     from sketchcore.cli import main
 
     out = tmp_path / "eval"
-    assert main(["tda", "evaluate", "--task", "sketchcore_tda.tasks:digits",
+    assert main(["tda", "evaluate", "--task", "sketchcore_tda.example_tasks:digits",
                  "--task-arg", "epochs=1", "--task-arg", "n_train=64", "--task-arg", "n_test=16",
                  "--algos", "qk,affd", "--log2-dims", "6,10", "--n-train", "16", "--n-test", "16",
                  "--out", str(out)]) == 0

@@ -124,7 +124,7 @@ def test_cli_lds_end_to_end(tmp_path, capsys):
     from sketchcore.cli import main
 
     out = tmp_path / "out"
-    assert main(["tda", "lds", "--task", "sketchcore_tda.tasks:digits",
+    assert main(["tda", "lds", "--task", "sketchcore_tda.example_tasks:digits",
                  "--task-arg", "epochs=2", "--task-arg", "n_train=60", "--task-arg", "n_test=12",
                  "--task-arg", "arch=mlp", "--task-arg", "hidden=8",
                  "--methods", "trak,gauss-newton", "--algos", "qk", "--log2-dims", "5,6",

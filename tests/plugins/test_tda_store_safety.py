@@ -250,7 +250,7 @@ def test_second_build_and_overwrite_are_refused_while_a_build_runs(tmp_path):
     proc = _start_slow_build(tmp_path, path, delay=60.0)  # holds the lock until killed
     try:
         for extra in ([], ["--overwrite"]):
-            code, out, err = cli("tda", "build", "--task", "sketchcore_tda.tasks:digits",
+            code, out, err = cli("tda", "build", "--task", "sketchcore_tda.example_tasks:digits",
                                  "--store", str(path), "--seed", "1", "--no-progress", *extra)
             assert code != 0 and f"pid {proc.pid}" in err and "Traceback" not in err, err
         with pytest.raises(StoreLockedError, match=f"pid {proc.pid}"):

@@ -257,7 +257,7 @@ def test_cli_trak_build_and_scores(tmp_path, capsys):
     from sketchcore.cli import main
 
     store = str(tmp_path / "cli.zarr")
-    task = ["--task", "sketchcore_tda.tasks:digits", "--task-arg", "epochs=1",
+    task = ["--task", "sketchcore_tda.example_tasks:digits", "--task-arg", "epochs=1",
             "--task-arg", "n_train=80", "--task-arg", "n_test=10", "--task-arg", "arch=mlp",
             "--task-arg", "hidden=16"]
     assert main(["tda", "build", *task, "--store", store, "--trak", "--algo", "qk", "--dim", "256",
