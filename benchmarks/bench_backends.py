@@ -158,6 +158,31 @@ def trak_time(n, d, batch, reps=2):
     return best * 1e3, None
 
 
+#: largest stored dense matrix the baseline builds (bytes, float32)
+STORED_MAX_BYTES = 2 << 30
+
+
+def stored_dense_time(d, batch, n_max, reps=2):
+    """(ms per batch, N measured at) of ``x @ M.T`` with a stored float32 Gaussian ``M`` (D x N):
+    the dense baseline of a user with memory to spare, bound by BLAS instead of the random-number
+    generator; N is ``n_max`` or the largest power of two whose matrix stays under
+    ``STORED_MAX_BYTES``, whichever is smaller."""
+    n = min(n_max, 1 << ((STORED_MAX_BYTES // (4 * d)).bit_length() - 1))
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((d, n), dtype=np.float32)
+    x = rng.standard_normal((batch, n), dtype=np.float32)
+    x @ m.T  # warm-up (BLAS threads, page faults)
+    best = min(timed(lambda: x @ m.T) for _ in range(reps))
+    del m
+    return best * 1e3, n
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def sklearn_times(kind, n, d, batch):
     """(fit ms, transform ms, None) of scikit-learn's random projection ``kind``, or reason."""
     try:
@@ -183,7 +208,7 @@ def sklearn_times(kind, n, d, batch):
 
 def part_b_baselines(cases, batch, res_b, threads_all, log_trak, log_gauss, log_sparse):
     """TRAK and scikit-learn, measured once per D at a smaller N and scaled to each case's N
-    (all threads)."""
+    (all threads); a stored dense float32 matrix (BLAS) at the largest N that fits in 2 GiB."""
     set_threads(threads_all)
     print(f"\n## (b) baselines, batch {batch}, float32, {threads_all} threads: ms per batch (min "
           "of 2 calls), measured at a smaller N (once per D) and scaled to the case's N as "
@@ -201,6 +226,8 @@ def part_b_baselines(cases, batch, res_b, threads_all, log_trak, log_gauss, log_
         # the Gaussian matrix is D x N: N >= D, or scikit-learn refuses to "reduce" dimensions
         fit, tr, why = sklearn_times("gaussian", max(1 << log_gauss, d), d, batch)
         measured[(log_d, "gaussian")] = (fit, tr, max(log_gauss, log_d))
+        measured[(log_d, "stored")] = stored_dense_time(
+            d, batch, max(1 << n_ for n_, d_ in cases if d_ == log_d))
         if fit is None:
             notes.append(f"scikit-learn skipped: {why}")
     # the sparse matrix: measured once (its cost follows nnz = D sqrt(N) only once X leaves the
@@ -220,6 +247,11 @@ def part_b_baselines(cases, batch, res_b, threads_all, log_trak, log_gauss, log_
             s = n / (1 << log_trak)
             rows.append(("TRAK BasicProjector.project", ms * s,
                          f"N=2^{log_trak}: {ms:.0f} ms, x{s:.0f} (linear in N)"))
+        st_ms, st_n = measured[(log_d, "stored")]
+        rows.append(("dense stored float32 matrix (BLAS)", st_ms * n / st_n,
+                     f"N=2^{st_n.bit_length() - 1}: {st_ms:.0f} ms, x{n / st_n:g} (linear in "
+                     f"N; a {4 * d * st_n / 2**30:g} GiB matrix, {4 * d * n / 2**30:g} GiB "
+                     "at the case's N)"))
         g_fit, g_tr, log_g = measured[(log_d, "gaussian")]
         sparse = [] if fit is None else [
             ("SparseRP", fit, tr, (1 << (log_d - log_sd)) * math.sqrt(n >> log_sparse),
