@@ -54,6 +54,15 @@ THRESHOLDS = (0.95, 0.98, 0.99)
 CONFIG = dict(n_layer=6, n_embd=384, n_head=6, vocab_size=8192)
 
 
+def _commit() -> str:
+    """The checkout's commit (as benchmarks/run_all.py records it), for the finished-part files
+    that --resume reprints later."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from run_all import commit
+
+    return commit()
+
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -621,7 +630,8 @@ def main(argv=None) -> None:
         try:
             with Tee() as tee:
                 results[name] = parts[name](args, out)
-            done.write_text(tee.text + f"({name} took {time.perf_counter() - t0:.0f} s)\n")
+            done.write_text(tee.text + f"({name} took {time.perf_counter() - t0:.0f} s; measured "
+                            f"{time.strftime('%Y-%m-%d %H:%M')} at commit {_commit()})\n")
         except Exception as err:  # noqa: BLE001 - one broken part must not hide the others
             import traceback
 

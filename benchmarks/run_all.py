@@ -72,8 +72,14 @@ def commit() -> str:
     return head + (" +local changes" if dirty.strip() else "")
 
 
-def run(name: str) -> None:
+#: scripts that can reprint the parts an earlier, interrupted run finished (``--resume``)
+RESUMABLE = {"factored"}
+
+
+def run(name: str, resume: bool = False) -> None:
     title, args, _ = RUNS[name]
+    if resume and name in RESUMABLE:
+        args = [*args, "--resume"]
     LOGS.mkdir(parents=True, exist_ok=True)
     log = LOGS / f"{name}.txt"
     print(f"== {name}: python {' '.join(args)}", flush=True)
@@ -209,6 +215,9 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(RUNS)}")
     p.add_argument("--assemble", action="store_true", help="only rebuild docs/results.md from logs")
+    p.add_argument("--resume", action="store_true",
+                   help=f"let {', '.join(sorted(RESUMABLE))} reprint the parts an earlier run "
+                   "finished under bench-out/ instead of measuring them again")
     args = p.parse_args(argv)
     if not args.assemble:
         names = args.only.split(",") if args.only else list(RUNS)
@@ -216,7 +225,7 @@ def main(argv=None) -> None:
         if bad:
             raise SystemExit(f"unknown benchmark(s) {bad}; choose from {list(RUNS)}")
         for name in names:
-            run(name)
+            run(name, resume=args.resume)
     print(f"wrote {assemble()}")
 
 
