@@ -427,6 +427,17 @@ class JaxGradients(AdapterBase):
         return self.weighted_sum(batches, weights, lambda batch: np.asarray(
             h_fn(flat0, self._to_device(batch), self._others()), dtype=np.float64))
 
+    # ---- the model as a function of one flat vector -------------------------------------------
+    def unflatten(self, theta):
+        """The params pytree with the selected leaves taken from the flat vector ``theta`` (N,)
+        and the others as they are (differentiable, usable under ``jit``)."""
+        return self._full(self._split(theta, list(range(len(self.sel)))), self._others())
+
+    def flat_loss(self, theta, batch):
+        """Mean loss of ``batch`` at ``unflatten(theta)`` (e.g. ``theta0 + Phi^T omega``, the
+        implicit mode's point): for training a flat vector."""
+        return self._model_loss(self.unflatten(theta), self._to_device(batch))
+
     # ---- parameters ---------------------------------------------------------------------------
     def get_flat(self):
         dt = np.float64 if self.dtype == jnp.float64 else np.float32

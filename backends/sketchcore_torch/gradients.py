@@ -463,6 +463,23 @@ class TorchGradients(AdapterBase):
 
         return self._numpy(self.weighted_sum(batches, weights, one), np.float64)
 
+    # ---- the model as a function of one flat vector -------------------------------------------
+    def unflatten(self, theta) -> dict:
+        """name -> tensor for ``functional_call``: the selected parameters as views of the flat
+        vector ``theta`` (N,), differentiable in ``theta``; the other parameters detached, so no
+        gradient reaches them."""
+        frozen = self.__dict__.get("_frozen")
+        if frozen is None:
+            chosen = set(self.names)
+            frozen = self._frozen = {n: p.detach() for n, p in self.model.named_parameters()
+                                     if n not in chosen}
+        return {**frozen, **self._split(theta)}
+
+    def flat_loss(self, theta, batch):
+        """Mean loss of ``batch`` at ``unflatten(theta)`` (e.g. ``theta0 + Phi^T omega``, the
+        implicit mode's point), the module itself untouched: for training a flat vector."""
+        return self._model_loss(self.unflatten(theta), self._to_device(batch))
+
     # ---- parameters ---------------------------------------------------------------------------
     def get_flat(self):
         dt = np.float64 if self.dtype == torch.float64 else np.float32

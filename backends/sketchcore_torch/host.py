@@ -11,11 +11,16 @@ forward as a whole (``apply_fused``); tracked ones kernel by kernel, inside ``au
 forwards whose backward calls them again, so autograd is unaffected. Which backend serves numpy
 arrays is looked up in the registry on each call (a dict lookup), so a refreshed registry is
 honoured.
+
+torch's intra-op thread count survives these calls: numba's first parallel launch (its OpenMP
+threading layer) sets the OpenMP thread count of the libgomp it shares with torch to numba's
+own, which silently undid ``torch.set_num_threads(1)`` (``_keeping_torch_threads``).
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -39,6 +44,17 @@ def host_backend():
 
     be = registry().backend_for(_PROBE)
     return be if getattr(be, "compiled_host_kernels", False) else None
+
+
+@contextmanager
+def _keeping_torch_threads():
+    """Put torch's intra-op thread count back if the host kernel changed it."""
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
 
 
 def _is_wrapped(t: torch.Tensor) -> bool:
@@ -81,7 +97,8 @@ def apply_fused(op, direction: str, x: torch.Tensor) -> torch.Tensor | None:
     if found is None:
         return None
     be, xn = found
-    return torch.from_numpy(np.asarray(be.apply_op(op, direction, xn)))
+    with _keeping_torch_threads():
+        return torch.from_numpy(np.asarray(be.apply_op(op, direction, xn)))
 
 
 def hadamard(x: torch.Tensor, diag, plan) -> torch.Tensor | None:
@@ -99,14 +116,18 @@ def hadamard(x: torch.Tensor, diag, plan) -> torch.Tensor | None:
         dn = host_view(diag)
         if dn is None:
             return None
-    return torch.from_numpy(be.hadamard(xn, plan, diag=dn))
+    with _keeping_torch_threads():
+        return torch.from_numpy(be.hadamard(xn, plan, diag=dn))
 
 
 def fwht(x: torch.Tensor) -> torch.Tensor | None:
     """The unnormalized FWHT on the host backend, or None when it cannot take ``x``."""
     be = host_backend()
     xn = None if be is None else host_view(x)
-    return None if xn is None else torch.from_numpy(be.fwht(xn))
+    if xn is None:
+        return None
+    with _keeping_torch_threads():
+        return torch.from_numpy(be.fwht(xn))
 
 
 def ell_matvec(x: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor) -> torch.Tensor | None:
@@ -117,4 +138,5 @@ def ell_matvec(x: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor) -> torch.
     xn, vn = host_view(x), host_view(vals)
     if xn is None or vn is None or idx.device.type != "cpu" or _is_wrapped(idx):
         return None
-    return torch.from_numpy(be.ell_matvec(xn, idx.numpy(), vn))
+    with _keeping_torch_threads():
+        return torch.from_numpy(be.ell_matvec(xn, idx.numpy(), vn))

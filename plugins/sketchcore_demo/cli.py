@@ -13,10 +13,10 @@ def add_parser(subparsers) -> None:
         "run training data attribution (proponents/opponents, mislabeled examples), the Hessian "
         "spectrum (top eigenvalues, RNEG, outliers) and the intrinsic-dimension search, and "
         "write a report folder with summary.md, PNG plots and JSON/CSV results. Nothing is "
-        "downloaded; about 10 minutes on 2 CPU cores (--quick: about 2).",
+        "downloaded; about 45 s on 2 CPU cores shared with other work (--quick: about 20 s).",
     )
     p.add_argument("--out", default="sketchcore-report", help="report folder (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help="a ~2 minute run (fewer epochs, smaller D)")
+    p.add_argument("--quick", action="store_true", help="a ~20 s run (fewer epochs, smaller D)")
     p.add_argument("--data", default=None, metavar="NPZ",
                    help="your own data: an .npz with arrays x (images or feature vectors) and y "
                    "(integer labels); default: scikit-learn's digits")
@@ -32,6 +32,10 @@ def add_parser(subparsers) -> None:
                    help="training labels to flip, to see attribution find them (default 12)")
     p.add_argument("--id-seeds", type=int, nargs="+", default=None,
                    help="seeds of the intrinsic-dimension search (default: 0 1 2; 0 with --quick)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1: the model is small, and a second "
+                   "thread makes every op wait when another process holds a core; 0: torch's "
+                   "default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
@@ -40,7 +44,8 @@ def _run(args) -> int:
     from .run import DemoConfig, run_demo
 
     given = dict(out=args.out, data=args.data, algo=args.algo, seed=args.seed,
-                 backend=args.backend, mislabeled=args.mislabeled, progress=not args.no_progress)
+                 backend=args.backend, mislabeled=args.mislabeled, progress=not args.no_progress,
+                 threads=args.threads or None)
     if args.id_seeds is not None:
         given["id_seeds"] = tuple(args.id_seeds)
     if args.out_dim is not None:

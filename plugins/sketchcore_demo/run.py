@@ -4,13 +4,16 @@ report folder (summary.md, PNG figures, results.json, CSV tables)."""
 
 from __future__ import annotations
 
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .report import Report, attribution_grid
+from .threads import torch_threads
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -36,11 +39,12 @@ class DemoConfig:
     id_max_steps: int = 3000
     id_check_every: int = 25
     id_seeds: tuple[int, ...] = (0, 1, 2)
+    threads: int | None = 1  # torch intra-op threads (None: torch's default), see threads.py
     progress: bool = True
 
     @classmethod
     def quick(cls, **overrides) -> DemoConfig:
-        """A run of about two minutes: fewer epochs, smaller D, shorter searches."""
+        """A run of about 20 s on 2 cores: fewer epochs, smaller D, shorter searches."""
         base = dict(epochs=10, out_dim=512, eigenvalues=6, hessian_batches=2, id_d_max=2048,
                     id_max_steps=1500, id_check_every=20, id_seeds=(0,))
         return cls(**{**base, **overrides})
@@ -50,8 +54,30 @@ def _log(msg: str) -> None:
     print(f"[sketchcore demo] {msg}", flush=True)
 
 
+@contextmanager
+def _stage(times: dict, name: str):
+    """Time a stage of the run into ``times[name]`` (seconds) and log it."""
+    t0 = time.perf_counter()
+    yield
+    times[name] = time.perf_counter() - t0
+    _log(f"{name}: {times[name]:.1f} s")
+
+
+def _load() -> str:
+    """The 1-minute load average and the core count, to read the timings by."""
+    try:
+        return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+    except OSError:  # pragma: no cover - no getloadavg on this platform
+        return f"{os.cpu_count()} cores"
+
+
 def run_demo(cfg: DemoConfig) -> Path:
     """Run everything; returns the path of the report's summary.md."""
+    with torch_threads(cfg.threads) as threads:
+        return _run(cfg, threads)
+
+
+def _run(cfg: DemoConfig, threads: int) -> Path:
     import torch
 
     from sketchcore.gradients import GradientSketcher
@@ -60,6 +86,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     from .model import accuracy, cross_entropy, make_cnn, train
 
     t_start = time.perf_counter()
+    load_start = _load()
+    times: dict[str, float] = {}
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     report = Report(out, "sketchcore demo report")
@@ -76,8 +104,9 @@ def run_demo(cfg: DemoConfig) -> Path:
          f"{ds.num_classes} classes, {len(flipped)} training labels flipped")
     model = make_cnn(ds.image_shape, ds.num_classes, seed=cfg.seed, width=cfg.width)
     init_state = {k: v.clone() for k, v in model.state_dict().items()}
-    losses = train(model, ds.x_train, y_train, epochs=cfg.epochs, seed=cfg.seed,
-                   progress=cfg.progress)
+    with _stage(times, "training"):
+        losses = train(model, ds.x_train, y_train, epochs=cfg.epochs, seed=cfg.seed,
+                       progress=cfg.progress)
     model.eval()
     acc = accuracy(model, ds.x_test, ds.y_test)
     n_params = sum(p.numel() for p in model.parameters())
@@ -98,15 +127,25 @@ def run_demo(cfg: DemoConfig) -> Path:
         sketch = sk.Sketch(in_dim=n_params, backend=cfg.backend, **sketch)
     gs = GradientSketcher(model, cross_entropy, sketch=sketch)
 
-    _tda(cfg, report, gs, ds, y_train, flipped, model)
-    _spectrum(cfg, report, gs, ds, y_train)
-    _intrinsic_dimension(cfg, report, ds, init_state)
+    with _stage(times, "training data attribution"):
+        _tda(cfg, report, gs, ds, y_train, flipped, model)
+    with _stage(times, "Hessian spectrum"):
+        _spectrum(cfg, report, gs, ds, y_train)
+    with _stage(times, "intrinsic dimension"):
+        id_times = _intrinsic_dimension(cfg, report, ds, init_state)
 
     seconds = time.perf_counter() - t_start
     report.record("seconds", seconds)
+    report.record("stage_seconds", {**times, **id_times})
+    # what torch ran with: a library that resets the count (numba once did) shows up here
+    report.record("torch_threads", {"set": threads, "at_end": torch.get_num_threads()})
     report.section("Run", f"Sketch: `{cfg.algo}`, D = {cfg.out_dim}, seed {cfg.seed}, backend "
-                   f"{cfg.backend or 'automatic'}. Total time {seconds:.0f} s. Regenerate with "
-                   f"`sketchcore demo --out {cfg.out}`.")
+                   f"{cfg.backend or 'automatic'}, torch intra-op threads {threads}. Total time "
+                   f"{seconds:.0f} s ({load_start} at the start, {_load()} at the end). "
+                   f"Regenerate with `sketchcore demo --out {cfg.out}`.")
+    rows = [[name, round(t, 1)] for name, t in times.items()]
+    rows += [[f"  of which {name}", round(t, 1)] for name, t in id_times.items()]
+    report.table(["stage", "wall time (s)"], [*rows, ["total", round(seconds, 1)]])
     path = report.write()
     _log(f"report written to {path} ({seconds:.0f} s)")
     return path
@@ -134,6 +173,7 @@ def _tda(cfg, report, gs, ds, y_train, flipped, model) -> None:
              att.opponent_scores[i]) for i in range(m)]
     attribution_grid(Path(cfg.out) / "attribution.png", x_t, y_t, preds, rows, ds.x_train,
                      y_train, k=cfg.top_k)
+    agree = float(np.mean([np.mean(y_train[att.proponent_ids[i]] == y_t[i]) for i in range(m)]))
     ids, infl = self_influence(store)
     order = ids[np.argsort(-infl)]
     rank = {int(t): r for r, t in enumerate(order.tolist())}
@@ -155,12 +195,17 @@ def _tda(cfg, report, gs, ds, y_train, flipped, model) -> None:
                    " ".join(map(str, att.proponent_ids[i].tolist())),
                    " ".join(map(str, att.opponent_ids[i].tolist()))] for i in range(m)])
     report.lines.append(
+        f"The top-{cfg.top_k} proponents carry the test example's label in {agree:.0%} of cases "
+        f"(chance: 1/{ds.num_classes} = {1 / ds.num_classes:.0%}).\n")
+    report.lines.append(
         f"**Mislabeled examples.** Ranked by self-influence `|Φ∇L(z)|²`, {found} of the "
         f"{len(flipped)} flipped training examples are in the top 5% ({top} of {len(order)}); "
         f"their ranks: {', '.join(map(str, flipped_ranks))}.\n")
     report.csv("self_influence.csv", ["train_id", "self_influence", "flipped"],
                [[int(i), float(v), int(i) in set(flipped.tolist())] for i, v in zip(ids, infl)])
     report.record("tda", dict(attribution=att.to_dict(), flipped_ranks=flipped_ranks,
+                              proponent_label_agreement=agree, num_classes=ds.num_classes,
+                              num_train=len(order),
                               flipped_in_top5pct=found, store_examples_per_second=summary.examples_per_second))
 
 
@@ -183,15 +228,19 @@ def _pick_tests(model, ds, m: int) -> np.ndarray:
 
 
 def _spectrum(cfg, report, gs, ds, y_train) -> None:
-    from sketchcore_spectrum.api import sketcher_spectrum
+    from sketchcore_spectrum.api import reference_spectrum, sketcher_spectrum
 
     bs = 256
     batches = [(ds.x_train[i : i + bs], y_train[i : i + bs])
                for i in range(0, min(len(ds.x_train), bs * cfg.hessian_batches), bs)]
     batches = [tuple(_torch(a) for a in b) for b in batches]
     res = sketcher_spectrum(gs, batches, k=cfg.eigenvalues, seed=cfg.seed, progress=cfg.progress)
-    _log(f"spectrum: lambda_max {res.lambda_max:.4g}, lambda_min {res.lambda_min:.4g}, "
-         f"RNEG {res.rneg:.3g}, {res.n_outliers} outliers")
+    # the top eigenvalue of the unsketched H (Lanczos on exact HVPs in R^N): a check of the sketch
+    exact = reference_spectrum(gs, batches, 1, method="lanczos", tol=1e-6, seed=cfg.seed,
+                               converge_on="top")
+    exact_max = float(exact["top"][0])
+    _log(f"spectrum: lambda_max {res.lambda_max:.4g} (unsketched {exact_max:.4g}), lambda_min "
+         f"{res.lambda_min:.4g}, RNEG {res.rneg:.3g}, {res.n_outliers} outliers")
     _plot_spectrum(Path(cfg.out) / "spectrum.png", res)
     report.section(
         "Hessian spectrum",
@@ -201,7 +250,10 @@ def _spectrum(cfg, report, gs, ds, y_train) -> None:
         f"{(res.unsketched_krylov_nbytes or 0) / 2**20:.2f} MiB).",
     )
     report.table(["", "value"], [
-        ["λ_max", res.lambda_max], ["λ_min", res.lambda_min], ["RNEG = |λ_min|/λ_max", res.rneg],
+        ["λ_max", res.lambda_max],
+        [f"λ_max of the unsketched H (Lanczos on exact HVPs in R^{gs.num_params}, "
+         f"{exact['num_iter']} iterations)", exact_max],
+        ["λ_min", res.lambda_min], ["RNEG = |λ_min|/λ_max", res.rneg],
         [f"outliers (λ_n/λ_1 > {res.outlier_threshold})", res.n_outliers],
         ["gradient-outlier alignment", res.alignment if res.alignment is not None else "-"],
         ["Lanczos iterations", res.num_iter], ["converged", res.converged]])
@@ -209,7 +261,8 @@ def _spectrum(cfg, report, gs, ds, y_train) -> None:
                  [[i + 1, float(t), float(r), float(b)] for i, (t, r, b) in
                   enumerate(zip(res.top, res.ratios, res.bottom))])
     report.image("spectrum.png", "top and bottom Hessian eigenvalues")
-    report.record("spectrum", res.to_dict())
+    report.record("spectrum", {**res.to_dict(), "exact_lambda_max": exact_max,
+                               "exact_num_iter": exact["num_iter"]})
 
 
 def _torch(a):
@@ -259,6 +312,10 @@ def _intrinsic_dimension(cfg, report, ds, init_state) -> None:
     res.to_json(Path(cfg.out) / "intrinsic_dimension.json")
     dims = res.dimensions
     refined = [s.refined_dimension for s in res.seeds]
+    runs = [r for s in res.seeds for r in (s.search, *s.verifications) if r is not None]
+    sub_steps, sub_seconds = sum(r.steps for r in runs), sum(r.seconds for r in runs)
+    times = {"full fine-tuning baseline": res.baseline.seconds,
+             "subspace training (searches and D*/2 checks)": sub_seconds}
     _log(f"intrinsic dimension: D* = {dims}, refined {refined} (target {res.target:.3f})")
     base = res.baseline.metric if res.baseline is not None else float("nan")
     report.section(
@@ -270,6 +327,13 @@ def _intrinsic_dimension(cfg, report, ds, init_state) -> None:
         f"that it stays below the target (when it does not, D*/4, ... follow, and 'refined D*' "
         f"is the smallest d that reached the target).",
     )
+    report.lines.append(
+        f"Full fine-tuning (the baseline): {res.baseline.steps} steps in "
+        f"{res.baseline.seconds:.1f} s ({res.baseline.steps / res.baseline.seconds:.0f} steps/s); "
+        f"subspace training (searches and D*/2 checks): {sub_steps} steps in {sub_seconds:.1f} s "
+        f"({sub_steps / max(sub_seconds, 1e-9):.0f} steps/s), both with evaluations every "
+        f"{cfg.id_check_every} steps.\n")
     report.lines.append("```\n" + res.table() + "\n```\n")
     report.image("intrinsic_dimension.png", "metric vs step with the doublings of d")
     report.record("intrinsic_dimension", res.to_dict())
+    return times

@@ -100,7 +100,9 @@ def intrinsic_dimension(model, loss_fn, train_data, metric, *, d_max, d_start=16
     used); when it reaches the target anyway and ``refine`` is on, D*/4, ... follow until one
     stays below it (``SeedResult.refined_dimension``). ``bisect=True`` also
     runs a bisection over powers of two for the same seed (its steps are counted).
-    A seed whose search fails is recorded with its error, not raised.
+    A seed whose search fails is recorded with its error, not raised. ``params`` (torch: fnmatch
+    patterns of the tensors to train) and ``forward(model_call, batch)`` mean what they mean in
+    ``sketchcore.gradients.GradientSketcher``, whose adapters run the model.
     """
     check_dims(d_start, d_max)
     if isinstance(seeds, int):

@@ -1,106 +1,50 @@
 """Subspace training of torch models: only ``omega`` in ``theta = theta0 + s Phi^T omega`` learns.
 
-``theta0`` (the model's current, e.g. pretrained, weights) is frozen; the flat ``theta`` is split
-back into the parameter tensors and the model runs through ``torch.func.functional_call``, so the
-module itself is never modified during training. Memory is O(N): ``theta0``, one ``theta`` and the
-sketch's own O(N) parameters; no ``N x D`` matrix. ``d`` of the ``D_max`` coordinates of ``omega``
-are free (``set_dim``); the rest are not parameters and never move.
+``theta0`` (the model's current, e.g. pretrained, weights) is frozen; the flat ``theta`` goes
+through the torch gradients adapter (``FlatModel``: split into the parameter tensors, loss by
+``torch.func.functional_call``), so the module itself is never modified during training. Memory
+is O(N): ``theta0``, one ``theta`` and the sketch's own O(N) parameters; no ``N x D`` matrix.
+``d`` of the ``D_max`` coordinates of ``omega`` are free (``set_dim``); the rest are not
+parameters and never move.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 from sketchcore import InvalidOptionError
-from sketchcore.gradients import AdapterBase, default_forward
 
-from .data import BatchCycler
+from .flat import FlatModel
 from .projection import column_scale, make_projection
 
-__all__ = ["TorchSubspaceTrainer", "TorchFullTrainer", "default_forward", "select_parameters"]
+__all__ = ["TorchSubspaceTrainer", "TorchFullTrainer"]
 
 
-def select_parameters(model, patterns):
-    """(name, parameter) of the trainable parameters whose names match any fnmatch pattern
-    (the selection rule of ``sketchcore.gradients``' adapters)."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    picked = AdapterBase.select(
-        [n for n, _ in named], patterns,
-        nothing=f"trainable parameter of {type(model).__name__} (no trainable parameter "
-        "matches the patterns); its trainable parameters are")
-    return [named[i] for i in picked]
+class _TorchFlatModel(FlatModel):
+    """``FlatModel`` of an ``nn.Module``, plus evaluation and loading into the module."""
 
-
-class _TorchFlatModel:
-    """The model seen as a function of one flat parameter vector (selected tensors only)."""
-
-    def __init__(self, model, loss_fn, train_data, metric_fn, *, params=None, forward=None,
-                 batch_size=32, data_seed=0) -> None:
+    def __init__(self, model, loss_fn, train_data, metric_fn, **options) -> None:
         import torch
 
         self.torch = torch
-        self.model = model
-        self.loss_fn = loss_fn
-        self.metric_fn = metric_fn
-        self.forward = forward or default_forward
-        named = select_parameters(model, params)
-        self.names = [n for n, _ in named]
-        self.tensors = [p for _, p in named]
-        self.shapes = [tuple(p.shape) for p in self.tensors]
-        self.sizes = [p.numel() for p in self.tensors]
-        self.theta0 = torch.cat([p.detach().reshape(-1) for p in self.tensors]).clone()
-        self.num_params = int(self.theta0.numel())
-        device = self.theta0.device
-        self.batches = BatchCycler(train_data, batch_size=batch_size, seed=data_seed,
-                                   convert=lambda a: torch.as_tensor(a, device=device))
-        selected = set(self.names)
-        self.frozen = {n: p.detach() for n, p in model.named_parameters() if n not in selected}
-
-    def fingerprint(self) -> str:
-        """sha256 of ``theta0``'s bytes (which starting point the result belongs to)."""
-        return hashlib.sha256(self.theta0.detach().cpu().numpy().tobytes()).hexdigest()
-
-    def as_dict(self, theta):
-        parts = self.torch.split(theta, self.sizes)
-        out = {n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes)}
-        out.update(self.frozen)
-        return out
-
-    def loss(self, theta, batch):
-        from torch.func import functional_call
-
-        params = self.as_dict(theta)
-
-        def model_call(*args, **kwargs):
-            return functional_call(self.model, params, args, kwargs)
-
-        return self.loss_fn(self.forward(model_call, batch), batch)
+        super().__init__(model, loss_fn, train_data, metric_fn, **options,
+                         to_array=lambda a: torch.as_tensor(a, device=self.adapter.device))
 
     def evaluate(self, theta) -> float:
         """``metric_fn(model)`` with ``theta`` loaded into the module (eval mode), then restored."""
-        torch = self.torch
-        was_training = self.model.training
-        with torch.no_grad():
-            for p, t in zip(self.tensors, torch.split(theta.detach(), self.sizes)):
-                p.copy_(t.view(p.shape))
-        self.model.eval()
+        model = self.adapter.model
+        was_training = model.training
+        self.load(theta)
+        model.eval()
         try:
-            with torch.no_grad():
-                value = float(self.metric_fn(self.model))
+            with self.torch.no_grad():
+                value = float(self.metric_fn(model))
         finally:
-            with torch.no_grad():
-                for p, t in zip(self.tensors, torch.split(self.theta0, self.sizes)):
-                    p.copy_(t.view(p.shape))
-            self.model.train(was_training)
+            self.adapter.set_flat(self.theta0_host)
+            model.train(was_training)
         return value
 
     def load(self, theta) -> None:
-        """Write ``theta`` into the module's parameters (to keep the trained model)."""
-        with self.torch.no_grad():
-            for p, t in zip(self.tensors, self.torch.split(theta.detach(), self.sizes)):
-                p.copy_(t.view(p.shape))
+        """Write ``theta`` into the module's selected parameters (to keep the trained model)."""
+        self.adapter.set_flat(theta.detach().cpu().numpy())
 
 
 def _make_optimizer(optimizer, params, lr):

@@ -1,68 +1,44 @@
 """Subspace training of jax models: ``(apply_fn, params)`` with ``apply_fn(params, inputs)``.
 
-``params`` is flattened with ``jax.flatten_util.ravel_pytree``; a jitted step differentiates
-``omega -> loss(unravel(theta0 + s Phi^T omega))`` with respect to the free blocks of ``omega``
-and applies an optax transformation (default ``optax.adam(lr)``) to each block.
+The params' floating-point leaves are the flat ``theta`` of the jax gradients adapter
+(``FlatModel``, in pytree order); a jitted step differentiates
+``omega -> loss(theta0 + s Phi^T omega)`` with respect to the free blocks of ``omega`` and
+applies an optax transformation (default ``optax.adam(lr)``) to each block.
 """
 
 from __future__ import annotations
 
-import hashlib
-
-import numpy as np
-
 from sketchcore import InvalidOptionError
 
-from .data import BatchCycler
+from .flat import FlatModel
 from .projection import column_scale, make_projection
 
-__all__ = ["JaxSubspaceTrainer", "JaxFullTrainer", "default_forward_jax", "is_jax_model"]
-
-
-def default_forward_jax(apply_fn, params, batch):
-    """tuple/list batch -> ``apply_fn(params, batch[0])``; dict -> inputs without "labels";
-    a bare array -> ``apply_fn(params, batch)``."""
-    if isinstance(batch, (tuple, list)):
-        return apply_fn(params, batch[0])
-    if isinstance(batch, dict):
-        return apply_fn(params, {k: v for k, v in batch.items() if k != "labels"})
-    return apply_fn(params, batch)
+__all__ = ["JaxSubspaceTrainer", "JaxFullTrainer", "is_jax_model"]
 
 
 def is_jax_model(model) -> bool:
     return isinstance(model, tuple) and len(model) == 2 and callable(model[0])
 
 
-class _JaxFlatModel:
-    def __init__(self, model, loss_fn, train_data, metric_fn, *, forward=None, batch_size=32,
-                 data_seed=0) -> None:
+class _JaxFlatModel(FlatModel):
+    """``FlatModel`` of a jax pair; the metric gets the params pytree."""
+
+    def __init__(self, model, loss_fn, train_data, metric_fn, **options) -> None:
         import jax.numpy as jnp
-        from jax.flatten_util import ravel_pytree
 
         if not is_jax_model(model):
             raise InvalidOptionError(
                 f"a jax model is a pair (apply_fn, params) with apply_fn(params, inputs); got "
                 f"{type(model).__name__}."
             )
-        self.apply_fn, params = model
-        self.theta0, self.unravel = ravel_pytree(params)
-        if not jnp.issubdtype(self.theta0.dtype, jnp.floating):
-            raise InvalidOptionError(f"params must be floating point, got {self.theta0.dtype}.")
-        self.num_params = int(self.theta0.size)
-        self.loss_fn = loss_fn
-        self.metric_fn = metric_fn
-        self.forward = forward or default_forward_jax
-        self.batches = BatchCycler(train_data, batch_size=batch_size, seed=data_seed,
-                                   convert=jnp.asarray)
+        super().__init__(model, loss_fn, train_data, metric_fn, to_array=jnp.asarray, **options)
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256(np.asarray(self.theta0).tobytes()).hexdigest()
-
-    def loss(self, theta, batch):
-        return self.loss_fn(self.forward(self.apply_fn, self.unravel(theta), batch), batch)
+    def params_of(self, theta):
+        """The params pytree at the flat ``theta``."""
+        return self.adapter.unflatten(theta)
 
     def evaluate(self, theta) -> float:
-        return float(self.metric_fn(self.unravel(theta)))
+        return float(self.metric_fn(self.params_of(theta)))
 
 
 class JaxSubspaceTrainer:
@@ -160,7 +136,7 @@ class JaxSubspaceTrainer:
 
     def trained_params(self):
         """The trained parameters as the original pytree."""
-        return self.flat.unravel(self.theta())
+        return self.flat.params_of(self.theta())
 
 
 class JaxFullTrainer:

@@ -187,7 +187,7 @@ def test_bad_arguments_name_the_fix():
                                   optimizer=torch.optim.SGD([torch.zeros(1)], lr=1))
     with pytest.raises(sk.InvalidOptionError, match="nn.Module or a jax pair"):
         api.intrinsic_dimension(object(), *args[1:], d_max=8, d_start=4, target=0.5)
-    with pytest.raises(sk.InvalidOptionError, match="no trainable parameter matches"):
+    with pytest.raises(sk.InvalidOptionError, match="selects no trainable parameter of Linear"):
         api.make_subspace_trainer(*args, d_max=16, params=["nope.*"])
     with pytest.raises(sk.InvalidOptionError, match="one-shot iterator"):
         api.make_subspace_trainer(task.model, task.loss_fn, iter([1]), task.metric, d_max=16)
