@@ -325,7 +325,7 @@ def _exact_and_methods(gs_exact, adapter_factorable, train, test, log_ds, method
                               factorable=adapter_factorable)
 
             def sk(g, plan=plan):
-                return np.concatenate([np.asarray(plan.sketch_vectors(g[i:i + 8]),
+                return np.concatenate([np.asarray(plan.apply_sketch(g[i:i + 8]),
                                                   np.float64) for i in range(0, len(g), 8)])
         est = sk(g_test) @ sk(g_train).T
         res[(label, log_d)] = (pearson(est, exact), topk_overlap(est, exact),

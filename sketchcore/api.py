@@ -8,6 +8,7 @@ import warnings
 from collections import OrderedDict
 
 from . import _random
+from ._deprecated import warn_renamed_name
 from ._errors import InvalidOptionError, ShapeError, describe_value
 from .array_namespace import default_float
 from ._validate import check_algo as _algo
@@ -126,21 +127,29 @@ class Sketch:
         self.seed = _random.check_seed(seed)
         self.backend = backend
         cls = registry().algorithms[self.algo]
-        self.impl = cls(self.in_dim, self.out_dim, self.seed, **options)
+        #: the ``SketchAlgorithm`` instance that holds the map's parameters and computes it
+        self.algorithm = cls(self.in_dim, self.out_dim, self.seed, **options)
+
+    @property
+    def impl(self):
+        """Deprecated name of ``algorithm``."""
+        warn_renamed_name("Sketch.impl", "Sketch.algorithm")
+        return self.algorithm
 
     @property
     def options(self) -> dict:
-        """The resolved options (defaults and automatic choices filled in)."""
-        return dict(self.impl.opts)
+        """A copy of the resolved options: the algorithm's ``default_options`` updated with the
+        keywords given and with its automatic choices (``algorithm.options``)."""
+        return dict(self.algorithm.options)
 
     def describe(self) -> dict:
         """A plain dict that identifies the map (equal dicts: equal maps)."""
-        return self.impl.describe()
+        return self.algorithm.describe()
 
     @property
     def nbytes(self) -> int:
         """Bytes of host parameters this operator keeps (the dense baseline keeps none)."""
-        return self.impl.params.nbytes()
+        return self.algorithm.params.nbytes()
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in sorted(self.options.items()))
@@ -189,30 +198,30 @@ class Sketch:
         """Apply one direction, a bounded number of rows at a time when the batch is large, so
         the kernels' scratch memory stays O(chunk) instead of O(batch x N) (rows are
         independent, so the result is the same)."""
-        rows = self.impl.rows_per_call()
+        rows = self.algorithm.rows_per_call()
         batch = x.shape[:-1]
         n_rows = 1
         for b in batch:
             n_rows *= b
-        if rows is None or n_rows <= rows or be.scratch_is_bounded(self.impl, direction, x):
-            return be.apply_op(self.impl, direction, x)
+        if rows is None or n_rows <= rows or be.scratch_is_bounded(self.algorithm, direction, x):
+            return be.apply_op(self.algorithm, direction, x)
         xp = be.namespace()
         flat = xp.reshape(x, (n_rows, x.shape[-1]))
-        parts = [be.apply_op(self.impl, direction, flat[r : r + rows, ...])
+        parts = [be.apply_op(self.algorithm, direction, flat[r : r + rows, ...])
                  for r in range(0, n_rows, rows)]
         return xp.reshape(xp.concat(parts, axis=0), (*batch, out_dim))
 
     def apply(self, x, *, backend=None):
         """``Phi x`` for ``x`` of shape ``(..., in_dim)``: returns ``(..., out_dim)``."""
         be, x = self._prepare(x, backend, self.in_dim, "Sketch.apply")
-        return self._run(be, "forward", x, self.out_dim)
+        return self._run(be, "apply", x, self.out_dim)
 
     __call__ = apply
 
     def transpose(self, y, *, backend=None):
         """``Phi^T y`` for ``y`` of shape ``(..., out_dim)``: returns ``(..., in_dim)``."""
         be, y = self._prepare(y, backend, self.out_dim, "Sketch.transpose")
-        return self._run(be, "adjoint", y, self.in_dim)
+        return self._run(be, "transpose", y, self.in_dim)
 
 
 def _dtype_kind(xp, dtype) -> str | None:

@@ -22,12 +22,41 @@ namespace, device and dtype, and never modify their inputs.
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 from . import kernels
+from ._deprecated import warn_renamed_name
 from .array_namespace import device_of, from_host, namespace_of
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "DIRECTIONS", "map_direction"]
+
+#: the two directions of ``Backend.apply_op``: ``Phi`` and ``Phi^T``, named after the
+#: ``SketchAlgorithm`` (and ``Sketch``) methods that compute them
+DIRECTIONS = ("apply", "transpose")
+#: the old direction strings, kept one release
+_OLD_DIRECTIONS = {"forward": "apply", "adjoint": "transpose"}
+
+
+def map_direction(direction: str, stacklevel: int = 4) -> str:
+    """``direction`` with an old string (``"forward"``/``"adjoint"``) replaced by its new one
+    (``"apply"``/``"transpose"``), warning once per call; any other value is returned as is."""
+    new = _OLD_DIRECTIONS.get(direction) if isinstance(direction, str) else None
+    if new is None:
+        return direction
+    warn_renamed_name(f"the apply_op direction {direction!r}", repr(new), stacklevel=stacklevel)
+    return new
+
+
+def _mapping_old_directions(fn):
+    """``fn(self, op, direction, x)`` that receives ``direction`` mapped by ``map_direction``."""
+
+    @functools.wraps(fn)
+    def method(self, op, direction, x):
+        return fn(self, op, map_direction(direction, stacklevel=4), x)
+
+    method._maps_old_directions = True
+    return method
 
 
 class Backend:
@@ -99,17 +128,29 @@ class Backend:
     def __repr__(self) -> str:
         return f"<sketchcore backend {self.name!r}>"
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        """A subclass's own ``apply_op`` / ``scratch_is_bounded`` get ``direction`` already
+        mapped from the old strings (``"forward"``/``"adjoint"``, with a warning), so overrides
+        compare only against ``DIRECTIONS``."""
+        super().__init_subclass__(**kwargs)
+        for name in ("apply_op", "scratch_is_bounded"):
+            fn = cls.__dict__.get(name)
+            if fn is not None and not getattr(fn, "_maps_old_directions", False):
+                setattr(cls, name, _mapping_old_directions(fn))
+
     # ---- operator application ---------------------------------------------------------------
     def apply_op(self, op, direction: str, x):
-        """Run ``op.forward`` or ``op.adjoint`` (``direction``) on ``x``. Backends with a
-        compiler override this to compile the whole direction once per operator (jax.jit)."""
-        return getattr(op, direction)(self, x)
+        """Run ``op.apply`` or ``op.transpose`` (``direction``: ``"apply"`` or ``"transpose"``)
+        on ``x``. Backends with a compiler override this to compile the whole direction once per
+        operator (jax.jit)."""
+        return getattr(op, map_direction(direction))(self, x)
 
     def scratch_is_bounded(self, op, direction: str, x) -> bool:
         """True when ``apply_op(op, direction, x)`` keeps its scratch memory independent of the
         batch (e.g. a fused kernel with one row of scratch per worker): ``Sketch`` then hands it
         the whole batch instead of ``rows_per_call`` rows at a time (no concatenation of parts).
         The default, False, suits kernels whose temporaries grow with the batch."""
+        map_direction(direction)
         return False
 
     # ---- kernels --------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._deprecated import renamed_method
 from ._errors import InvalidOptionError, ShapeError, SketchcoreError, describe_value, unknown
 from .kron_plans import next_pow2
 
@@ -270,7 +271,7 @@ class Block:
 
 class SketchPlan:
     """How the selected parameter tensors are sketched: a list of ``Block``s whose sketches are
-    summed. Framework-neutral: ``apply``/``lift`` call the ``Sketch`` on whatever array they get
+    summed. Framework-neutral: ``apply``/``transpose`` call the ``Sketch`` on whatever array they get
     (numpy, torch, jax, also inside ``vmap``/``grad``/``jit``).
 
     ``factorable`` (factored layout): tensor name -> ``(rows, cols)``, the weights the adapter can
@@ -379,7 +380,7 @@ class SketchPlan:
             g = pad_last(namespace_of(g), g, block.in_dim)
         return block.sketch.apply(g)
 
-    def lift(self, block: Block, v):
+    def transpose(self, block: Block, v):
         """``Phi_b^T v`` for ``v`` of shape ``(..., out_dim)``: ``(..., block.size)``."""
         if block.sketch is None:
             return v
@@ -391,8 +392,9 @@ class SketchPlan:
         return np.concatenate([np.arange(self.offsets[i], self.offsets[i] + self.sizes[i])
                                for i in block.members])
 
-    def sketch_vectors(self, x) -> np.ndarray:
-        """``Phi x`` for numpy ``x`` of shape ``(..., N)`` in this layout: ``(..., D)``."""
+    def apply_sketch(self, x) -> np.ndarray:
+        """``Phi x`` for numpy ``x`` of shape ``(..., N)`` in this layout: ``(..., D)`` (the sum of
+        ``apply`` over the blocks; named as on ``GradientSketcher``)."""
         x = np.asarray(x)
         if x.shape[-1] != self.num_params:
             raise ShapeError(f"expected a last axis of size N={self.num_params}, got {x.shape}.")
@@ -402,15 +404,20 @@ class SketchPlan:
             out = part if out is None else out + part
         return out
 
-    def lift_vectors(self, v) -> np.ndarray:
-        """``Phi^T v`` for numpy ``v`` of shape ``(..., D)``: ``(..., N)``."""
+    def transpose_sketch(self, v) -> np.ndarray:
+        """``Phi^T v`` for numpy ``v`` of shape ``(..., D)``: ``(..., N)`` (``transpose`` of each
+        block)."""
         v = np.asarray(v)
         if v.shape[-1] != self.out_dim:
             raise ShapeError(f"expected a last axis of size D={self.out_dim}, got {v.shape}.")
         out = np.zeros((*v.shape[:-1], self.num_params), dtype=np.result_type(v, np.float32))
         for b in self.blocks:
-            out[..., self._columns(b)] = np.asarray(self.lift(b, v))
+            out[..., self._columns(b)] = np.asarray(self.transpose(b, v))
         return out
+
+    lift = renamed_method("SketchPlan", "lift", "transpose")
+    sketch_vectors = renamed_method("SketchPlan", "sketch_vectors", "apply_sketch")
+    lift_vectors = renamed_method("SketchPlan", "lift_vectors", "transpose_sketch")
 
     @property
     def kronecker_blocks(self) -> list[Block]:
@@ -836,11 +843,18 @@ class GradientSketcher:
                              f"{theta.shape}.")
         self.adapter.set_flat(theta)
 
-    def sketch_vectors(self, x) -> np.ndarray:
-        """``Phi x`` for numpy ``x (..., N)`` in this sketcher's layout: ``(..., D)``."""
-        return self.plan.sketch_vectors(x)
+    def apply_sketch(self, x) -> np.ndarray:
+        """``Phi x`` for numpy ``x (..., N)`` in this sketcher's layout: ``(..., D)``. Named
+        ``apply_sketch`` rather than ``apply`` because a sketcher is applied to a model's batches
+        (``sketch_batch``, ``full_gradients``); this applies only its sketch ``Phi`` to vectors
+        you already have (``Sketch.apply``'s ``Phi``, block by block in this layout)."""
+        return self.plan.apply_sketch(x)
 
-    def lift_vectors(self, v) -> np.ndarray:
-        """``Phi^T v`` for numpy ``v (..., D)``: ``(..., N)`` (e.g. ``theta0 + Phi^T omega``)."""
-        return self.plan.lift_vectors(v)
+    def transpose_sketch(self, v) -> np.ndarray:
+        """``Phi^T v`` for numpy ``v (..., D)``: ``(..., N)`` (e.g. ``theta0 + Phi^T omega``);
+        the transpose of ``apply_sketch``."""
+        return self.plan.transpose_sketch(v)
+
+    sketch_vectors = renamed_method("GradientSketcher", "sketch_vectors", "apply_sketch")
+    lift_vectors = renamed_method("GradientSketcher", "lift_vectors", "transpose_sketch")
 

@@ -93,7 +93,7 @@ def test_sketch_is_phi_of_the_gradient_and_modes_agree(small_mlp, digits, algo, 
     explicit = sketcher(small_mlp, sketch=spec, layout=layout)
     implicit = sketcher(small_mlp, sketch=spec, layout=layout, mode="implicit")
     s_e, s_i = explicit.sketch_batch(batch), implicit.sketch_batch(batch)
-    ref = explicit.sketch_vectors(explicit.full_gradients(batch))
+    ref = explicit.apply_sketch(explicit.full_gradients(batch))
     assert s_e.dtype == np.float32 and s_e.shape == (10, 128)
     scale = np.abs(ref).max()
     np.testing.assert_allclose(s_e, ref, atol=2e-5 * scale)
@@ -109,7 +109,7 @@ def test_mean_gradient_loss_and_sketch(small_mlp, digits):
     apply_fn, params = small_mlp
     ref = float(models.jax_cross_entropy(apply_fn(params, x[:16]), (x[:16], y[:16])))
     assert gs.loss(batches) == pytest.approx(ref, rel=1e-5)
-    np.testing.assert_allclose(gs.mean_gradient_sketch(batches), gs.sketch_vectors(full.mean(0)),
+    np.testing.assert_allclose(gs.mean_gradient_sketch(batches), gs.apply_sketch(full.mean(0)),
                                rtol=1e-4, atol=1e-5)
 
 
@@ -137,7 +137,7 @@ def test_hessian_is_symmetric_and_matches_full_hvp(small_mlp, mlp_hessian):
 def test_sketched_hvp_is_phi_h_phi_t(small_mlp, mlp_hessian, layout, mode):
     batches, h = mlp_hessian
     gs = sketcher(small_mlp, sketch=dict(algo="qk", out_dim=64, seed=4), layout=layout, mode=mode)
-    phi_t = gs.lift_vectors(np.eye(64))
+    phi_t = gs.transpose_sketch(np.eye(64))
     m = phi_t @ h @ phi_t.T
     op = gs.hvp_operator(batches)
     rng = np.random.default_rng(1)
@@ -187,7 +187,7 @@ def test_loop_fallback_warns_and_is_exact(digits):
         s = gs.sketch_batch((x[:5], y[:5]))
     ref = manual_per_example(models.jax_mlp((64, 16, 10)), np.tanh(x[:5]), y[:5])
     np.testing.assert_allclose(gs.full_gradients((x[:5], y[:5])), ref, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(s, gs.sketch_vectors(ref), atol=1e-5 * np.abs(s).max())
+    np.testing.assert_allclose(s, gs.apply_sketch(ref), atol=1e-5 * np.abs(s).max())
 
 
 def test_bf16_params_give_fp32_sketches(small_mlp, digits):

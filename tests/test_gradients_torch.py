@@ -172,7 +172,7 @@ def test_sketch_is_phi_of_the_gradient_and_modes_agree(cnn, digits, algo, layout
     explicit = sketcher(cnn, sketch=spec, layout=layout, mode="explicit")
     implicit = sketcher(cnn, sketch=spec, layout=layout, mode="implicit")
     s_e, s_i = explicit.sketch_batch(batch), implicit.sketch_batch(batch)
-    ref = explicit.sketch_vectors(explicit.full_gradients(batch))
+    ref = explicit.apply_sketch(explicit.full_gradients(batch))
     assert s_e.dtype == np.float32 and s_e.shape == (10, 128)
     scale = np.abs(ref).max()
     np.testing.assert_allclose(s_e, ref, atol=2e-5 * scale)
@@ -213,7 +213,7 @@ def test_mean_gradient_loss_and_their_sketch(cnn, digits):
         gs_m = sketcher(cnn, sketch=dict(algo="affd", out_dim=64, seed=1), layout="blocks",
                         mode=mode)
         np.testing.assert_allclose(gs_m.mean_gradient_sketch(batches),
-                                   gs.sketch_vectors(full.mean(0)), rtol=1e-4, atol=1e-5)
+                                   gs.apply_sketch(full.mean(0)), rtol=1e-4, atol=1e-5)
 
 
 # ---- HVPs ------------------------------------------------------------------------------------
@@ -261,7 +261,7 @@ def test_hessian_refuses_large_models(gpt2, tokens):
 def test_sketched_hvp_is_phi_h_phi_t(cnn, cnn_hessian, layout, mode):
     batches, h = cnn_hessian
     gs = sketcher(cnn, sketch=dict(algo="affd", out_dim=64, seed=5), layout=layout, mode=mode)
-    phi_t = gs.lift_vectors(np.eye(64))  # (D, N) rows Phi^T e_j -> Phi = phi_t.T
+    phi_t = gs.transpose_sketch(np.eye(64))  # (D, N) rows Phi^T e_j -> Phi = phi_t.T
     m = phi_t @ h @ phi_t.T
     op = gs.hvp_operator(batches)
     rng = np.random.default_rng(0)
@@ -297,7 +297,7 @@ def test_layouts_are_unbiased_for_inner_products(cnn, digits, layout, small):
     sq = np.empty(seeds)
     for s in range(seeds):
         plan = SketchPlan(sizes, names, dict(algo="affd", out_dim=64, seed=s), layout, small)
-        px, py = plan.sketch_vectors(np.stack([gx, gy]))
+        px, py = plan.apply_sketch(np.stack([gx, gy]))
         est[s], sq[s] = px @ py, px @ px
     for values, truth in ((est, gx @ gy), (sq, gx @ gx)):
         se = values.std(ddof=1) / np.sqrt(seeds)
@@ -381,7 +381,7 @@ def test_gpt2_layer_selection_baseline(gpt2, tokens, gpt2_exact):
                         sketch=dict(algo="qk", out_dim=2**12, seed=0)).sketch_batch(sub)
     np.testing.assert_allclose(sk_layer, SketchPlan(layer.adapter.sizes, layer.param_names,
                                                     dict(algo="qk", out_dim=2**12, seed=0),
-                                                    "flat").sketch_vectors(lg),
+                                                    "flat").apply_sketch(lg),
                                atol=1e-4 * np.abs(sk_layer).max())
 
 
@@ -409,7 +409,7 @@ def test_loop_fallback_warns_and_is_exact(digits):
         s = gs.sketch_batch((x[:6], y[:6]))
     ref = manual_per_example(net, models.cross_entropy, x[:6], y[:6])
     np.testing.assert_allclose(gs.full_gradients((x[:6], y[:6])), ref, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(s, gs.sketch_vectors(ref), atol=1e-5 * np.abs(s).max())
+    np.testing.assert_allclose(s, gs.apply_sketch(ref), atol=1e-5 * np.abs(s).max())
     implicit = sketcher(net, sketch=dict(algo="affd", out_dim=64, seed=0), layout="blocks",
                         mode="implicit")
     with pytest.warns(PerExampleLoopWarning):

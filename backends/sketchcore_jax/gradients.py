@@ -195,7 +195,7 @@ class JaxGradients(AdapterBase):
                 flat = _make_tap(plan, block, w.dtype)(base, w)
             else:
                 with _constant_eval():
-                    flat = base + plan.lift(block, w).astype(base.dtype)
+                    flat = base + plan.transpose(block, w).astype(base.dtype)
             offsets = np.cumsum([self.sizes[i] for i in block.members])[:-1]
             for i, part in zip(block.members, jnp.split(flat, offsets) if len(offsets) else [flat]):
                 out[i] = part.reshape(self.shapes[i])
@@ -368,7 +368,7 @@ class JaxGradients(AdapterBase):
                 tangent = list(sel)
                 for block in plan.blocks:
                     with _constant_eval():
-                        lifted = plan.lift(block, v)
+                        lifted = plan.transpose(block, v)
                     for i, t in zip(block.members, self._split(lifted, block.members)):
                         tangent[i] = t
                 f = lambda s: self._loss_of_sel(s, batch, other)  # noqa: E731

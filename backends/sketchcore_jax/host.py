@@ -21,6 +21,8 @@ import os
 
 import numpy as np
 
+from sketchcore.backend import map_direction
+
 __all__ = ["enabled", "host_backend", "fused_input", "host_apply", "host_callback"]
 
 #: the operators whose host forward is a fused kernel (others gain nothing over XLA's program)
@@ -43,8 +45,8 @@ def host_backend():
 
 
 def _fused(op, direction: str) -> bool:
-    return (direction == "forward" and getattr(op, "name", None) in _FUSED
-            and getattr(op, "opts", {}).get("preconditioner") == "hadamard")
+    return (direction == "apply" and getattr(op, "name", None) in _FUSED
+            and getattr(op, "options", {}).get("preconditioner") == "hadamard")
 
 
 def fused_input(op, direction: str, x):
@@ -83,7 +85,7 @@ def host_apply(op, direction: str, x):
     return jax.device_put(be.apply_op(op, direction, xn), next(iter(x.devices())))
 
 
-def host_callback(op, direction: str = "forward"):
+def host_callback(op, direction: str = "apply"):
     """``x -> op.<direction>(x)`` (``op`` a ``Sketch``) as a ``jax.pure_callback`` into the host
     kernels: usable under ``jax.jit`` and ``jax.vmap`` (rows are independent), not
     differentiable; ``x`` must already be float32/float64 with the operator's last axis."""
@@ -92,11 +94,12 @@ def host_callback(op, direction: str = "forward"):
     be = host_backend()
     if be is None:
         raise RuntimeError("host_callback needs the numba backend (pip install numba).")
-    impl = getattr(op, "impl", op)  # a Sketch or its algorithm
-    out_dim = impl.out_dim if direction == "forward" else impl.in_dim
+    algorithm = getattr(op, "algorithm", op)  # a Sketch or its algorithm
+    direction = map_direction(direction)  # "apply" or "transpose" (old: "forward"/"adjoint")
+    out_dim = algorithm.out_dim if direction == "apply" else algorithm.in_dim
 
     def run(a):
-        return np.asarray(be.apply_op(impl, direction, np.asarray(a)))
+        return np.asarray(be.apply_op(algorithm, direction, np.asarray(a)))
 
     def call(x):
         shape = jax.ShapeDtypeStruct((*x.shape[:-1], out_dim), x.dtype)

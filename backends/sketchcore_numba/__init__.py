@@ -84,15 +84,15 @@ class NumbaBackend(Backend):
     def apply_op(self, op, direction: str, x):
         """affd and afjl forward (Hadamard preconditioner) on numpy float arrays run as fused
         kernels (see ``_ops``); everything else takes the generic path."""
-        if direction == "forward" and _numpy_float(x) and getattr(op, "name", None) in _FUSED:
-            y = _kernel("fused_forward")(op, x)
+        if direction == "apply" and _numpy_float(x) and getattr(op, "name", None) in _FUSED:
+            y = _kernel("fused_apply")(op, x)
             if y is not None:
                 return y
         return super().apply_op(op, direction, x)
 
     def scratch_is_bounded(self, op, direction: str, x) -> bool:
         """The fused passes keep one row of scratch per worker, whatever the batch."""
-        return (direction == "forward" and _numpy_float(x)
+        return (direction == "apply" and _numpy_float(x)
                 and getattr(op, "name", None) in _FUSED and _kernel("fused_handles")(op, x))
 
     # ---- kernels --------------------------------------------------------------------------

@@ -13,12 +13,12 @@ import numpy as np
 from ._fwht import empty_signs, fwht_plain, fwht_row_parallel, fwht_rows, fwht_rows_serial
 from ._hadamard import gather_rows, had_row_parallel_load, had_rows, had_top_level
 from ._memory import ALIGN, ALIGN_MIN_BYTES, aligned_empty  # noqa: F401 - re-exported
-from ._ops import forward as fused_forward
+from ._ops import apply as fused_apply
 from ._ops import handles as fused_handles
 from ._simd import VECTOR_BYTES
 from ._sparse import ell_rows
 
-__all__ = ["fwht", "hadamard", "ell_matvec", "aligned_empty", "fused_forward", "fused_handles", "PARALLEL_MIN"]
+__all__ = ["fwht", "hadamard", "ell_matvec", "aligned_empty", "fused_apply", "fused_handles", "PARALLEL_MIN"]
 
 #: below this many elements one thread is faster than waking the others
 PARALLEL_MIN = 1 << 18

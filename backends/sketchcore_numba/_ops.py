@@ -33,7 +33,7 @@ import numpy as np
 
 from ._simd import VECTOR_BYTES, sign_lut
 
-__all__ = ["forward", "release_scratch"]
+__all__ = ["apply", "release_scratch"]
 
 #: below this many input elements one thread does the whole call
 PARALLEL_MIN = 1 << 18
@@ -120,7 +120,7 @@ def _handled(op) -> str | None:
     name = getattr(op, "name", None)
     if name not in ("affd", "afjl") or type(op).__name__ not in ("AFFD", "AFJL"):
         return None
-    if op.opts.get("preconditioner") != "hadamard" or not getattr(op, "signs", False):
+    if op.options.get("preconditioner") != "hadamard" or not getattr(op, "signs", False):
         return None
     pre1 = getattr(op, "pre1", None)
     if getattr(pre1, "kernel", None) != "hadamard":
@@ -239,13 +239,13 @@ def _plan(op, kind: str, dtype):
 
 # ---- drivers ------------------------------------------------------------------------------------
 def handles(op, x) -> bool:
-    """Whether ``forward(op, x)`` runs a fused kernel (whose scratch is one row per worker)."""
+    """Whether ``apply(op, x)`` runs a fused kernel (whose scratch is one row per worker)."""
     return (_handled(op) is not None and x.ndim > 0 and x.shape[-1] == op.in_dim
             and op.n_pad >= 64)
 
 
-def forward(op, x):
-    """``op.forward`` on numpy ``x`` through the fused kernels, or None when not handled."""
+def apply(op, x):
+    """``op.apply`` on numpy ``x`` through the fused kernels, or None when not handled."""
     if not handles(op, x):
         return None
     kind = _handled(op)

@@ -142,7 +142,7 @@ class TorchGradients(AdapterBase):
             for block in plan.blocks:
                 plan.apply(block, torch.zeros(1, block.size, dtype=self.sketch_dtype,
                                               device=self.device))
-                plan.lift(block, torch.zeros(1, plan.out_dim, dtype=self.sketch_dtype,
+                plan.transpose(block, torch.zeros(1, plan.out_dim, dtype=self.sketch_dtype,
                                              device=self.device))
         self._warm.add(plan)
 
@@ -247,7 +247,7 @@ class TorchGradients(AdapterBase):
     def _block_flat(w, plan, mode, block, base):
         if mode == "explicit":
             return _Tap.apply(base, w, plan, block)
-        return base + plan.lift(block, w).to(base.dtype)
+        return base + plan.transpose(block, w).to(base.dtype)
 
     def _theta(self, w, plan, mode, bases, lazy=None):
         """The selected parameters as a function of the D-vector w (value theta0 at w = 0).
@@ -416,7 +416,7 @@ class TorchGradients(AdapterBase):
                 return self._numpy(acc, np.float64)
             tangent = {}
             for block in plan.blocks:
-                tangent.update(self._split(plan.lift(block, v), block.members))
+                tangent.update(self._split(plan.transpose(block, v), block.members))
             theta = self._selected()
             tangent = {n: tangent[n] for n in theta}
             flat = self.weighted_sum(batches, weights, lambda batch: torch.cat(

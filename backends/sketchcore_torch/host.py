@@ -78,8 +78,8 @@ def fused_view(op, direction: str, x: torch.Tensor):
     """(host backend, numpy view of ``x``) when the host backend runs ``op``'s ``direction`` on
     ``x`` as one fused pass, else None: only untracked plain CPU tensors (a tensor that autograd
     records goes through the differentiable per-kernel path, whose backward is the transpose)."""
-    if (direction != "forward" or getattr(op, "name", None) not in ("affd", "afjl")
-            or getattr(op, "opts", {}).get("preconditioner") != "hadamard"):
+    if (direction != "apply" or getattr(op, "name", None) not in ("affd", "afjl")
+            or getattr(op, "options", {}).get("preconditioner") != "hadamard"):
         return None
     if x.requires_grad and torch.is_grad_enabled():
         return None

@@ -22,23 +22,23 @@ __all__ = ["AFFD", "AFJL"]
 
 
 class _Preconditioned(SketchAlgorithm):
-    options = {"preconditioner": "hadamard", "max_block": 1024}
+    default_options = {"preconditioner": "hadamard", "max_block": 1024}
 
     def max_out_dim(self) -> int:
         return next_pow2(self.in_dim)
 
     def _common(self) -> None:
-        kind = self.opts["preconditioner"]
+        kind = self.options["preconditioner"]
         if kind not in PRECONDITIONERS:
             from .._errors import unknown
 
             raise unknown(f"preconditioner for algo={self.name!r}:", kind, PRECONDITIONERS)
-        self.opts["max_block"] = check_pow2_option(self.name, "max_block", self.opts["max_block"])
+        self.options["max_block"] = check_pow2_option(self.name, "max_block", self.options["max_block"])
         self.n_pad = next_pow2(self.in_dim)
         self._check_fits(kind)
         self.s = self.scale(self.n_pad, self.out_dim)
         self.pre1 = make_preconditioner(
-            kind, self.params, "pre1", self.seed, self.n_pad, self.opts["max_block"], "rows"
+            kind, self.params, "pre1", self.seed, self.n_pad, self.options["max_block"], "rows"
         )
         self.signs = self.pre1.uses_signs
         if self.signs:
@@ -48,12 +48,12 @@ class _Preconditioned(SketchAlgorithm):
     transforms, diagonals = 1, 1
 
     def _check_fits(self, kind: str) -> None:
-        sizes = pow2_factors(self.n_pad, self.opts["max_block"])
+        sizes = pow2_factors(self.n_pad, self.options["max_block"])
         signs = 0 if kind == "q" else self.n_pad * 8
         diag = self.n_pad * 8 if self.diagonals else self.out_dim * 8
         if kind == "q":  # each Haar factor, its transpose, and the QR's Gaussian and Q
             per = sum(4 * b * b * 8 for b in sizes)
-            cause = (f"preconditioner='q' with max_block={self.opts['max_block']} (Haar factors "
+            cause = (f"preconditioner='q' with max_block={self.options['max_block']} (Haar factors "
                      f"{list(sizes)} for in_dim={self.in_dim})")
             fix = "Lower max_block (e.g. 1024) or use preconditioner='hadamard'."
         else:  # a permutation per factor
@@ -75,23 +75,23 @@ class AFFD(_Preconditioned):
     def _build(self) -> None:
         self._common()
         self.pre2 = make_preconditioner(
-            self.opts["preconditioner"], self.params, "pre2", self.seed, self.n_pad,
-            self.opts["max_block"], "cols",
+            self.options["preconditioner"], self.params, "pre2", self.seed, self.n_pad,
+            self.options["max_block"], "cols",
         )
         self.params.add("G", rnd.gaussians(self.seed, "G", self.n_pad))
 
-    def forward(self, be, x):
+    def apply(self, be, x):
         xp = be.namespace()
         z = self.pad(xp, x, self.n_pad)
         z = self.pre1.apply(be, z, diag=self._b(xp, z))
         z = self.pre2.apply(be, z, diag=self.params.get(xp, z, "G"))
         return z[..., : self.out_dim] * self.s
 
-    def adjoint(self, be, y):
+    def transpose(self, be, y):
         xp = be.namespace()
         z = self.pad(xp, y * self.s, self.n_pad)
-        z = self.pre2.apply_t(be, z)
-        z = self.pre1.apply_t(be, z, diag=self.params.get(xp, z, "G"))
+        z = self.pre2.transpose(be, z)
+        z = self.pre1.transpose(be, z, diag=self.params.get(xp, z, "G"))
         if self.signs:
             z = z * self.params.get(xp, z, "B")
         return z[..., : self.in_dim]
@@ -107,16 +107,16 @@ class AFJL(_Preconditioned):
         self._common()
         self.params.add("G", rnd.gaussians(self.seed, "G", self.out_dim) * self.s)
 
-    def forward(self, be, x):
+    def apply(self, be, x):
         xp = be.namespace()
         z = self.pad(xp, x, self.n_pad)
         z = self.pre1.apply(be, z, diag=self._b(xp, z))
         return z[..., : self.out_dim] * self.params.get(xp, z, "G")
 
-    def adjoint(self, be, y):
+    def transpose(self, be, y):
         xp = be.namespace()
         z = self.pad(xp, y * self.params.get(xp, y, "G"), self.n_pad)
-        z = self.pre1.apply_t(be, z)
+        z = self.pre1.transpose(be, z)
         if self.signs:
             z = z * self.params.get(xp, z, "B")
         return z[..., : self.in_dim]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
+from .._deprecated import warn_renamed_name
 from .._errors import InvalidOptionError, describe_value, unknown
 from ..kernels import pad_last
 from ..param_cache import ParamCache, arrays_sha256, host_memory_bytes
@@ -19,14 +20,27 @@ MAX_PADDED_LENGTH = 2**31
 class SketchAlgorithm:
     """A seeded random linear map ``Phi: R^in_dim -> R^out_dim`` with its transpose.
 
-    Subclasses set ``name``, ``summary`` and ``options`` (name -> default), build their host
-    parameters in ``_build`` and implement ``forward`` / ``adjoint`` on arrays whose last axis is
-    ``in_dim`` / ``out_dim``, using only the namespace and kernels of the backend they get.
+    Subclasses set ``name``, ``summary`` and ``default_options`` (name -> default), build their
+    host parameters in ``_build`` and implement ``apply`` / ``transpose`` (``Phi`` and
+    ``Phi^T``, the names ``Sketch`` uses) on arrays whose last axis is ``in_dim`` / ``out_dim``,
+    using only the namespace and kernels of the backend they get.
+
+    Options: ``default_options`` (class) are the defaults; ``options`` (instance) are this map's
+    resolved options, the defaults updated with the keywords given and with what ``_build``
+    chose (``Sketch.options`` is a copy of them).
+
+    The old names are kept one release with a ``DeprecationWarning``: a subclass that defines
+    ``forward`` / ``adjoint`` or a class-level ``options`` dict is mapped onto ``apply`` /
+    ``transpose`` / ``default_options`` when it is defined; calling ``forward`` / ``adjoint``,
+    reading ``opts`` or the class attribute ``options`` warn and use the new names.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]
-    options: ClassVar[dict[str, object]] = {}
+    default_options: ClassVar[dict[str, object]] = {}
+    #: this map's resolved options (set in ``__init__``); read on the class, the old name of
+    #: ``default_options``
+    options: dict[str, object]
     #: the variance of this sketch's relative inner-product error, as a multiple of a dense
     #: Gaussian sketch's (``2/D``): what ``out_dim="auto"`` scales D by. Measured for the
     #: built-in sketches (docs/choosing.md); ``sketchcore.quality.calibrate`` measures a new one
@@ -38,19 +52,35 @@ class SketchAlgorithm:
         grows like sqrt(D))."""
         return float(cls.variance_factor)
 
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Map the old names a subclass may still define onto the new ones (with a warning)."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__
+        if "options" in own and not isinstance(own["options"], _DefaultsAlias):
+            warn_renamed_name(f"{cls.__name__}.options (class-level defaults)",
+                              f"{cls.__name__}.default_options", stacklevel=3)
+            if "default_options" not in own:
+                cls.default_options = own["options"]
+            delattr(cls, "options")
+        for old, new in _RENAMED_METHODS.items():
+            if old in own and new not in own:
+                warn_renamed_name(f"{cls.__name__}.{old}", f"{cls.__name__}.{new}",
+                                  stacklevel=3)
+                setattr(cls, new, own[old])
+
     def __init__(self, in_dim: int, out_dim: int, seed: int, **options) -> None:
-        bad = sorted(set(options) - set(self.options))
+        bad = sorted(set(options) - set(self.default_options))
         if bad:
             raise unknown(
                 f"option for algo={self.name!r}:",
                 bad[0],
-                self.options or ["(none)"],
+                self.default_options or ["(none)"],
                 "Pass only these keyword options.",
             )
         self.in_dim = in_dim
         self.out_dim = out_dim
         self.seed = seed
-        self.opts = {**self.options, **options}
+        self.options = {**self.default_options, **options}
         self.params = ParamCache()
         limit = self.max_out_dim()
         if out_dim > limit:
@@ -62,11 +92,11 @@ class SketchAlgorithm:
     def out_dim_limit(cls, in_dim: int, **options) -> int:
         """``max_out_dim()`` for these arguments without building the map (what
         ``out_dim="auto"`` is capped by). It calls ``max_out_dim`` on an unbuilt instance that
-        has ``in_dim``, ``opts`` (defaults and ``options``) and ``out_dim = 1``; override it if
-        your ``max_out_dim`` needs anything built."""
+        has ``in_dim``, ``options`` (``default_options`` updated with ``options``) and
+        ``out_dim = 1``; override it if your ``max_out_dim`` needs anything built."""
         probe = cls.__new__(cls)
         probe.in_dim, probe.out_dim, probe.seed = in_dim, 1, 0
-        probe.opts = {**cls.options, **options}
+        probe.options = {**cls.default_options, **options}
         return int(probe.max_out_dim())
 
     # ---- to implement -----------------------------------------------------------------------
@@ -84,11 +114,35 @@ class SketchAlgorithm:
     def _build(self) -> None:
         raise NotImplementedError
 
-    def forward(self, be, x):
+    def apply(self, be, x):
+        """``Phi x`` for ``x`` of shape ``(..., in_dim)`` with backend ``be``'s kernels."""
         raise NotImplementedError
 
-    def adjoint(self, be, y):
+    def transpose(self, be, y):
+        """``Phi^T y`` for ``y`` of shape ``(..., out_dim)`` with backend ``be``'s kernels."""
         raise NotImplementedError
+
+    # ---- old names, kept one release --------------------------------------------------------
+    def forward(self, be, x):
+        """Deprecated name of ``apply``."""
+        warn_renamed_name("SketchAlgorithm.forward", "SketchAlgorithm.apply")
+        return self.apply(be, x)
+
+    def adjoint(self, be, y):
+        """Deprecated name of ``transpose``."""
+        warn_renamed_name("SketchAlgorithm.adjoint", "SketchAlgorithm.transpose")
+        return self.transpose(be, y)
+
+    @property
+    def opts(self) -> dict:
+        """Deprecated name of ``options`` (the resolved options)."""
+        warn_renamed_name("SketchAlgorithm.opts", "SketchAlgorithm.options")
+        return self.options
+
+    @opts.setter
+    def opts(self, value: dict) -> None:
+        warn_renamed_name("SketchAlgorithm.opts", "SketchAlgorithm.options")
+        self.options = value
 
     #: scratch budget of one kernel call, in elements (rows x padded length); see rows_per_call
     SCRATCH_ELEMENTS = 1 << 24
@@ -138,7 +192,7 @@ class SketchAlgorithm:
             "in_dim": self.in_dim,
             "out_dim": self.out_dim,
             "seed": self.seed,
-            "options": {k: _plain(v) for k, v in sorted(self.opts.items())},
+            "options": {k: _plain(v) for k, v in sorted(self.options.items())},
             "params_sha256": self.params_sha256(),
         }
 
@@ -175,6 +229,24 @@ class SketchAlgorithm:
     @staticmethod
     def scale(n: int, d: int) -> float:
         return math.sqrt(n / d)
+
+
+#: old method name -> new, mapped in ``SketchAlgorithm.__init_subclass__``
+_RENAMED_METHODS = {"forward": "apply", "adjoint": "transpose"}
+
+
+class _DefaultsAlias:
+    """``SketchAlgorithm.options`` read on a class: the old name of ``default_options`` (with a
+    warning). An instance's own ``options`` (its resolved options) takes precedence."""
+
+    def __get__(self, obj, owner=None):
+        owner = owner if owner is not None else type(obj)
+        warn_renamed_name(f"{owner.__name__}.options (class-level defaults)",
+                          f"{owner.__name__}.default_options")
+        return owner.default_options
+
+
+SketchAlgorithm.options = _DefaultsAlias()
 
 
 def _gib(nbytes: int) -> str:

@@ -23,7 +23,7 @@ MAX_DENSE_OUT = 1 << 24
 class Dense(SketchAlgorithm):
     name = "dense"
     summary = "G x / sqrt(D), G Gaussian regenerated in blocks from the seed (TRAK's baseline)"
-    options = {}
+    default_options = {}
 
     def max_out_dim(self) -> int:
         return MAX_DENSE_OUT
@@ -68,7 +68,7 @@ class Dense(SketchAlgorithm):
     def _gt(self, xp, like, b):
         return from_host(xp, self.block(b), device=device_of(like), dtype=like.dtype)
 
-    def forward(self, be, x):
+    def apply(self, be, x):
         xp = be.namespace()
         y = None
         for b in range(self.blocks):
@@ -78,7 +78,7 @@ class Dense(SketchAlgorithm):
             y = part if y is None else y + part
         return y
 
-    def adjoint(self, be, y):
+    def transpose(self, be, y):
         xp = be.namespace()
         parts = [xp.matmul(y, xp.matrix_transpose(self._gt(xp, y, b))) for b in range(self.blocks)]
         return parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1)

@@ -22,7 +22,7 @@ __all__ = ["FFD"]
 class FFD(SketchAlgorithm):
     name = "ffd"
     summary = "sum_b B_b H Pi_b G_b H x_b: Fastfood per block of size D (global permutation)"
-    options = {}
+    default_options = {}
     variance_factor = 3.4  # measured: 0.9-3.3 (docs/choosing.md, "out_dim='auto'")
 
     def max_out_dim(self) -> int:
@@ -51,7 +51,7 @@ class FFD(SketchAlgorithm):
         flat = xp.take(flat, self.params.get(xp, z, name, index=True), axis=-1)
         return xp.reshape(flat, (*batch, self.nb, self.d_pad))
 
-    def forward(self, be, x):
+    def apply(self, be, x):
         xp = be.namespace()
         z = self.pad(xp, x, self.n_pad)
         z = xp.reshape(z, (*x.shape[:-1], self.nb, self.d_pad))
@@ -60,7 +60,7 @@ class FFD(SketchAlgorithm):
         z = be.hadamard(z, self.plan) * self.params.get(xp, z, "B")
         return xp.sum(z, axis=-2)[..., : self.out_dim] * self.s
 
-    def adjoint(self, be, y):
+    def transpose(self, be, y):
         xp = be.namespace()
         z = self.pad(xp, y * self.s, self.d_pad)
         z = xp.reshape(z, (*y.shape[:-1], 1, self.d_pad)) * self.params.get(xp, y, "B")

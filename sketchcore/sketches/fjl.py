@@ -25,17 +25,17 @@ class FJL(SketchAlgorithm):
     name = "fjl"
     variance_factor = 1.4  # measured: 0.9-1.4 (docs/choosing.md, "out_dim='auto'")
     summary = "sqrt(N/D) G_s H B x: Hadamard then a sparse Gaussian matrix (gathers)"
-    options = {"nnz_per_row": None}
+    default_options = {"nnz_per_row": None}
 
     def max_out_dim(self) -> int:
         return next_pow2(self.in_dim)
 
     def _build(self) -> None:
         self.n_pad = next_pow2(self.in_dim)
-        k = self.opts["nnz_per_row"]
+        k = self.options["nnz_per_row"]
         k = max(1, math.ceil(math.log2(self.n_pad))) if k is None else k
         self.k = check_int_option("fjl", "nnz_per_row", k)
-        self.opts["nnz_per_row"] = self.k
+        self.options["nnz_per_row"] = self.k
         default = max(1, math.ceil(math.log2(self.n_pad)))
         self.check_fits(  # signs, and an index and a value per non-zero
             n_pad=self.n_pad, param_bytes=8 * self.n_pad + 16 * self.out_dim * self.k,
@@ -70,14 +70,14 @@ class FJL(SketchAlgorithm):
         self.params.add("vals_t", val_t, derived=True)
         self._t_built = True
 
-    def forward(self, be, x):
+    def apply(self, be, x):
         xp = be.namespace()
         z = self.pad(xp, x, self.n_pad)
         z = be.hadamard(z, self.plan, diag=self.params.get(xp, z, "B"))
         idx = self.params.get(xp, z, "idx", index=True)
         return be.ell_matvec(z, idx, self.params.get(xp, z, "vals"))
 
-    def adjoint(self, be, y):
+    def transpose(self, be, y):
         xp = be.namespace()
         if not self._t_built:
             self._build_transpose()

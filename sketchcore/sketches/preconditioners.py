@@ -8,6 +8,7 @@ optional diagonal in front (``diag * x`` first, so backends may fuse it), and ha
 from __future__ import annotations
 
 from .. import _random as rnd
+from .._deprecated import renamed_method
 from .._errors import unknown
 from ..kron_plans import KronPlan, pow2_factors
 
@@ -16,7 +17,13 @@ __all__ = ["PRECONDITIONERS", "make_preconditioner"]
 PRECONDITIONERS = ("hadamard", "fft", "q")
 
 
-class _Permuted:
+class _Preconditioner:
+    """``apply(be, x, diag=None)`` and ``transpose(be, x, diag=None)``, in subclasses."""
+
+    apply_t = renamed_method("preconditioner", "apply_t", "transpose")
+
+
+class _Permuted(_Preconditioner):
     """``P T P'`` with Kronecker-structured permutations; ``kernel`` names the Backend method."""
 
     uses_signs = True
@@ -28,11 +35,11 @@ class _Permuted:
     def apply(self, be, x, diag=None):
         return getattr(be, self.kernel)(x, self.plan, diag=diag)
 
-    def apply_t(self, be, x, diag=None):
+    def transpose(self, be, x, diag=None):
         return getattr(be, self.kernel)(x, self.plan.transpose(), diag=diag)
 
 
-class _Haar:
+class _Haar(_Preconditioner):
     """A Kronecker product of Haar-random orthogonal ``B_i x B_i`` factors (no signs needed)."""
 
     uses_signs = False
@@ -57,7 +64,7 @@ class _Haar:
     def apply(self, be, x, diag=None):
         return self._run(be, x, self.names, diag)
 
-    def apply_t(self, be, x, diag=None):
+    def transpose(self, be, x, diag=None):
         return self._run(be, x, self.names_t, diag)
 
 

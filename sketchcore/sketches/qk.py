@@ -28,7 +28,7 @@ _MAX_AUTO_FACTOR_LOG2 = 15
 class QK(SketchAlgorithm):
     name = "qk"
     summary = "sqrt(N/D) (Q1 x ... x QK) x: Kronecker product of small Haar blocks, matmuls only"
-    options = {"in_factors": None, "out_factors": None, "num_factors": None}
+    default_options = {"in_factors": None, "out_factors": None, "num_factors": None}
 
     @classmethod
     def variance_factor_at(cls, out_dim: int) -> float:
@@ -38,11 +38,11 @@ class QK(SketchAlgorithm):
         return max(1.0, 0.5 * math.sqrt(out_dim))
 
     def max_out_dim(self) -> int:
-        given = self.opts.get("in_factors")
+        given = self.options.get("in_factors")
         return math.prod(_factors("in_factors", given)) if given else next_pow2(self.in_dim)
 
     def _shapes(self):
-        o = self.opts
+        o = self.options
         if (o["in_factors"] is None) != (o["out_factors"] is None):
             raise InvalidOptionError(
                 "qk: give both in_factors and out_factors, or neither (automatic choice)."
@@ -77,10 +77,10 @@ class QK(SketchAlgorithm):
         return ins, outs
 
     def _build(self) -> None:
-        given = self.opts["in_factors"] is not None
+        given = self.options["in_factors"] is not None
         ins, outs = self._shapes()
-        self.opts["in_factors"], self.opts["out_factors"] = ins, outs
-        self.opts["num_factors"] = len(ins)
+        self.options["in_factors"], self.options["out_factors"] = ins, outs
+        self.options["num_factors"] = len(ins)
         self.n_pad = math.prod(ins)
         self.d_pad = math.prod(outs)
         self.check_fits(  # each factor, its transpose, and the QR's Gaussian and Q
@@ -97,13 +97,13 @@ class QK(SketchAlgorithm):
             self.params.add(f"QT{i}", q.T.copy())
         self.k = len(ins)
 
-    def forward(self, be, x):
+    def apply(self, be, x):
         xp = be.namespace()
         z = self.pad(xp, x, self.n_pad)
         z = be.kron_matmul(z, [self.params.get(xp, z, f"Q{i}") for i in range(self.k)])
         return z[..., : self.out_dim] * self.s
 
-    def adjoint(self, be, y):
+    def transpose(self, be, y):
         xp = be.namespace()
         z = self.pad(xp, y * self.s, self.d_pad)
         z = be.kron_matmul(z, [self.params.get(xp, z, f"QT{i}") for i in range(self.k)])

@@ -48,15 +48,15 @@ class SJLT(SketchAlgorithm):
     name = "sjlt"
     variance_factor = 1.4  # measured: 0.8-1.35 (docs/choosing.md, "out_dim='auto'")
     summary = "sparse JL / CountSketch: s random +-1/sqrt(s) per column (gathers, O(N s))"
-    options = {"nnz_per_col": DEFAULT_NNZ_PER_COL}
+    default_options = {"nnz_per_col": DEFAULT_NNZ_PER_COL}
 
     def max_out_dim(self) -> int:
         return next_pow2(self.in_dim)
 
     def _build(self) -> None:
-        s = check_int_option("sjlt", "nnz_per_col", self.opts["nnz_per_col"])
+        s = check_int_option("sjlt", "nnz_per_col", self.options["nnz_per_col"])
         self.s = min(s, self.out_dim)  # a column cannot have more distinct rows than D
-        self.opts["nnz_per_col"] = self.s
+        self.options["nnz_per_col"] = self.s
         n, d = self.in_dim, self.out_dim
         mean = n * self.s / d  # expected non-zeros per output row
         width = mean + 6 * math.sqrt(mean) + 1  # a generous bound on the longest row
@@ -108,12 +108,12 @@ class SJLT(SketchAlgorithm):
         self.params.add("vals_t", val_t, derived=True)
         self._t_built = True
 
-    def forward(self, be, x):
+    def apply(self, be, x):
         xp = be.namespace()
         idx = self.params.get(xp, x, "idx", index=True)
         return be.ell_matvec(x, idx, self.params.get(xp, x, "vals"))
 
-    def adjoint(self, be, y):
+    def transpose(self, be, y):
         xp = be.namespace()
         if not self._t_built:
             self._build_transpose()

@@ -27,7 +27,7 @@ class SRHT(SketchAlgorithm):
     name = "srht"
     variance_factor = 1.1  # measured: 0.6-1.07 (in theory 1 - D/N')
     summary = "sqrt(N/D) R_S H B x: Hadamard, then D coordinates sampled without replacement"
-    options = {}
+    default_options = {}
 
     def max_out_dim(self) -> int:
         return next_pow2(self.in_dim)
@@ -54,13 +54,13 @@ class SRHT(SketchAlgorithm):
             self._plan_t = KronPlan((self.n_pad,), row_perm=[perm]).transpose()
         return self._plan_t
 
-    def forward(self, be, x):
+    def apply(self, be, x):
         xp = be.namespace()
         z = self.pad(xp, x, self.n_pad)
         z = be.hadamard(z, self.plan, diag=self.params.get(xp, z, "B"))
         return xp.take(z, self.params.get(xp, z, "S", index=True), axis=-1) * self.s
 
-    def adjoint(self, be, y):
+    def transpose(self, be, y):
         xp = be.namespace()
         z = self.pad(xp, y * self.s, self.n_pad)
         z = be.hadamard(z, self._transpose_plan()) * self.params.get(xp, z, "B")

@@ -87,7 +87,7 @@ def algorithm_variants() -> list[tuple[str, dict]]:
 
     out = []
     for name, cls in sorted(registry().algorithms.items()):
-        if "preconditioner" in getattr(cls, "options", {}):
+        if "preconditioner" in getattr(cls, "default_options", {}):
             out.extend((name, {"preconditioner": p}) for p in PRECONDITIONERS)
         else:
             out.append((name, {}))

@@ -270,7 +270,7 @@ def test_device_parameters_are_bit_identical_to_the_host_ones(path, algo, opts):
     for dtype in ("float32", "float64"):
         with path.float64() if dtype == "float64" else contextlib.nullcontext():
             op = sk.Sketch(algo=algo, in_dim=3000, out_dim=96, seed=11, **opts)
-            params = op.impl.params
+            params = op.algorithm.params
             op.apply(np.ones((1, 3000)), backend="numpy")  # every derived host array exists
             op.transpose(np.ones((1, 96)), backend="numpy")
             x = path.put(np.ones((2, 3000), dtype=dtype))
@@ -409,7 +409,7 @@ def test_torch_cuda_gradient_sketches_equal_the_reference(layout):
     got = gs.sketch_batch(batch)
     full = gs.full_gradients(batch)
     assert got.shape == (4, 1024) and np.all(np.isfinite(got))
-    _close(got, gs.sketch_vectors(full), 1e-3, float(np.linalg.norm(full)) / np.sqrt(1024 * 4))
+    _close(got, gs.apply_sketch(full), 1e-3, float(np.linalg.norm(full)) / np.sqrt(1024 * 4))
     implicit = GradientSketcher(model, models.causal_lm_loss, layout=layout, mode="implicit",
                                 sketch=dict(algo="affd", out_dim=1024, seed=0))
     _close(implicit.sketch_batch(batch), got, 1e-3, float(np.linalg.norm(got)) / np.sqrt(4096))
@@ -435,4 +435,4 @@ def test_jax_gpu_gradient_sketches_equal_the_reference(layout):
     assert gs.adapter.device.platform == "gpu"
     got = gs.sketch_batch(batch)
     full = gs.full_gradients(batch)
-    _close(got, gs.sketch_vectors(full), 1e-4, float(np.linalg.norm(full)) / np.sqrt(256 * 6))
+    _close(got, gs.apply_sketch(full), 1e-4, float(np.linalg.norm(full)) / np.sqrt(256 * 6))

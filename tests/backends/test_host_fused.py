@@ -25,7 +25,7 @@ def _batch(dtype, rows):
 
 def _large_batch(op, dtype):
     """More rows than one chunk of ``Sketch``'s row loop, so a single call is observable."""
-    return _batch(dtype, 2 * (op.impl.rows_per_call() or 1) + 1)
+    return _batch(dtype, 2 * (op.algorithm.rows_per_call() or 1) + 1)
 
 
 def _count_calls(monkeypatch, backend):
@@ -61,7 +61,7 @@ def test_torch_tracked_tensor_keeps_autograd(algo):
     op = _op(algo)
     x = torch.from_numpy(_batch(np.float64, 3)).requires_grad_()
     be = registry().backend("torch")
-    assert not be.scratch_is_bounded(op.impl, "forward", x)
+    assert not be.scratch_is_bounded(op.algorithm, "apply", x)
     y = op.apply(x)
     assert y.requires_grad
     w = torch.randn(y.shape, dtype=y.dtype)
@@ -69,16 +69,16 @@ def test_torch_tracked_tensor_keeps_autograd(algo):
     np.testing.assert_allclose(x.grad.numpy(), np.asarray(op.transpose(w.numpy())), rtol=1e-10,
                                atol=1e-12)
     with torch.no_grad():
-        assert be.scratch_is_bounded(op.impl, "forward", x)
+        assert be.scratch_is_bounded(op.algorithm, "apply", x)
 
 
 def test_torch_other_operators_and_directions_are_not_fused():
     torch = pytest.importorskip("torch")
     be = registry().backend("torch")
     x = torch.from_numpy(_batch(np.float32, 2))
-    assert not be.scratch_is_bounded(_op("affd").impl, "adjoint", x[:, :128])
-    assert not be.scratch_is_bounded(_op("affd", preconditioner="fft").impl, "forward", x)
-    assert not be.scratch_is_bounded(_op("fjl").impl, "forward", x)
+    assert not be.scratch_is_bounded(_op("affd").algorithm, "transpose", x[:, :128])
+    assert not be.scratch_is_bounded(_op("affd", preconditioner="fft").algorithm, "apply", x)
+    assert not be.scratch_is_bounded(_op("fjl").algorithm, "apply", x)
 
 
 @pytest.mark.parametrize("algo", ["affd", "afjl"])
@@ -102,7 +102,7 @@ def test_jax_tracer_is_not_fused():
     seen = []
 
     def f(v):
-        seen.append(be.scratch_is_bounded(op.impl, "forward", v))
+        seen.append(be.scratch_is_bounded(op.algorithm, "apply", v))
         return op.apply(v)
 
     x = _batch(np.float32, 2)

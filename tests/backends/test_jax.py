@@ -122,8 +122,8 @@ def test_program_cached_per_operator_and_released_with_it():
     op = sk.Sketch(algo="affd", in_dim=512, out_dim=32, seed=0)
     op.apply(jnp.ones(512))
     op.apply(jnp.ones((2, 512)))
-    assert compiled(be, op.impl, "forward") is compiled(be, op.impl, "forward")
-    assert op.impl in _PROGRAMS
+    assert compiled(be, op.algorithm, "apply") is compiled(be, op.algorithm, "apply")
+    assert op.algorithm in _PROGRAMS
     before = len(_PROGRAMS)
     del op
     gc.collect()

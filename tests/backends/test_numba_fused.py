@@ -219,11 +219,11 @@ def test_fused_path_is_taken_and_others_fall_back(nbe, monkeypatch):
     seen = []
 
     def spy(op, x):
-        y = _ops.forward(op, x)
-        seen.append((op.name, op.opts.get("preconditioner"), y is not None))
+        y = _ops.apply(op, x)
+        seen.append((op.name, op.options.get("preconditioner"), y is not None))
         return y
 
-    monkeypatch.setitem(sketchcore_numba._KERNELS, "fused_forward", spy)
+    monkeypatch.setitem(sketchcore_numba._KERNELS, "fused_apply", spy)
     x = np.random.default_rng(0).standard_normal((2, 3000)).astype(np.float32)
     for algo, pre in [("affd", "hadamard"), ("afjl", "hadamard"), ("affd", "fft"), ("afjl", "q")]:
         op = sk.Sketch(algo=algo, in_dim=3000, out_dim=50, seed=4, preconditioner=pre,

@@ -200,9 +200,9 @@ def test_sparse_path_equals_gathers():
     op = sk.Sketch(algo="fjl", in_dim=4096, out_dim=64, seed=3)
     y = torch.randn(5, 64)
     got = op.transpose(y)
-    impl = op.impl
-    idx = impl.params.get(xp, y, "idx_t", index=True)
-    vals = impl.params.get(xp, y, "vals_t")
+    algorithm = op.algorithm
+    idx = algorithm.params.get(xp, y, "idx_t", index=True)
+    vals = algorithm.params.get(xp, y, "vals_t")
     assert _csr(idx, vals, 64) is not None
     z = ell_matvec(xp, y, idx, vals)
     _close(_backend().ell_matvec(y, idx, vals), z, 1e-6)

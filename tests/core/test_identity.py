@@ -28,7 +28,7 @@ def test_digest_is_lazy_and_ignores_arrays_built_later(algo, options):
     """Derived arrays (transposes built on first use) are kept but not hashed, so the digest
     is the same whether it is computed before or after the operator was used."""
     op = sk.Sketch(algo=algo, in_dim=100, out_dim=16, seed=0, **options)
-    assert op.impl._sha256 is None  # nothing hashed until asked
+    assert op.algorithm._sha256 is None  # nothing hashed until asked
     before = op.describe()["params_sha256"]
     fresh = sk.Sketch(algo=algo, in_dim=100, out_dim=16, seed=0, **options)
     fresh.transpose(np.ones(16))

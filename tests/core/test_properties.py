@@ -101,7 +101,7 @@ def test_options_are_resolved_and_described():
     assert op.options["in_factors"] == (128, 64) and op.options["out_factors"] == (32, 16)
     desc = op.describe()
     assert desc["algo"] == "qk" and desc["options"]["in_factors"] == [128, 64]
-    assert sk.Sketch(algo="affd", in_dim=2**22, out_dim=8, seed=0).impl.pre1.plan.sizes == (
+    assert sk.Sketch(algo="affd", in_dim=2**22, out_dim=8, seed=0).algorithm.pre1.plan.sizes == (
         256, 128, 128)
 
 
@@ -113,8 +113,8 @@ def test_large_batches_run_in_row_chunks_with_identical_results(algo, options):
     x = np.random.default_rng(0).standard_normal((5, 7, 1000))
     y = np.random.default_rng(1).standard_normal((5, 7, 64))
     whole, whole_t = op(x), op.transpose(y)
-    op.impl.SCRATCH_ELEMENTS = 3 * 1024  # three rows per call
+    op.algorithm.SCRATCH_ELEMENTS = 3 * 1024  # three rows per call
     if algo != "dense":
-        assert op.impl.rows_per_call() == 3
+        assert op.algorithm.rows_per_call() == 3
     np.testing.assert_array_equal(op(x), whole)
     np.testing.assert_array_equal(op.transpose(y), whole_t)

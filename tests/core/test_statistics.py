@@ -155,10 +155,10 @@ def test_srht_is_sampled_rows_of_a_signed_hadamard_matrix():
     op = sk.Sketch(algo="srht", in_dim=100, out_dim=12, seed=4)
     m = op.apply(np.eye(100), backend="numpy").T
     n_pad = 128
-    rows = op.impl.params.host["S"]
+    rows = op.algorithm.params.host["S"]
     assert len(set(rows.tolist())) == 12 and np.all(np.diff(rows) > 0)  # without replacement
     want = np.sqrt(n_pad / 12) * (scipy.linalg.hadamard(n_pad) / np.sqrt(n_pad)
-                                  * op.impl.params.host["B"])[rows][:, :100]
+                                  * op.algorithm.params.host["B"])[rows][:, :100]
     np.testing.assert_allclose(m, want, atol=1e-12)
     full = sk.Sketch(algo="srht", in_dim=128, out_dim=128, seed=4)  # D = N': orthogonal
     q = full.apply(np.eye(128), backend="numpy")

@@ -21,7 +21,7 @@ __all__ = ["Rademacher"]
 class Rademacher(sketchcore.SketchAlgorithm):
     name = "rademacher"
     summary = "S x / sqrt(D), S a stored D x N matrix of random signs (example plugin)"
-    options = {}  # keyword options and their defaults (none here)
+    default_options = {}  # keyword options and their defaults (none here)
     variance_factor = 1.0  # as a dense Gaussian sketch (sketchcore.quality.calibrate measures it)
 
     def max_out_dim(self) -> int:
@@ -36,11 +36,11 @@ class Rademacher(sketchcore.SketchAlgorithm):
         self.params.add("S", signs)  # (D, N), float64 on the host; part of describe()'s digest
         self.params.add("ST", signs.T.copy(), derived=True)
 
-    def forward(self, be, x):
+    def apply(self, be, x):
         xp = be.namespace()
         return xp.matmul(x, self.params.get(xp, x, "ST"))  # (..., N) @ (N, D)
 
-    def adjoint(self, be, y):
+    def transpose(self, be, y):
         xp = be.namespace()
         return xp.matmul(y, self.params.get(xp, y, "S"))  # (..., D) @ (D, N)
 
