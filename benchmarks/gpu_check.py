@@ -60,6 +60,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -314,7 +315,9 @@ BASELINE_SOURCES = {
          "-U__CUDA_NO_BFLOAT162_OPERATORS__", "-U__CUDA_NO_BFLOAT162_CONVERSIONS__",
          "--expt-relaxed-constexpr", "--expt-extended-lambda", "--use_fast_math"]),
 }
-BUILD_DIR = Path("/tmp/sketchcore-gpu-check-build")
+#: where the baselines compile (the system temporary folder: the GPU machine's checkout may be
+#: read-only, and the builds are not results)
+BUILD_DIR = Path(tempfile.gettempdir()) / "sketchcore-gpu-check-build"
 
 
 def load_baseline(name: str, src_root: Path, verbose: bool = False):
