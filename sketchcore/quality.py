@@ -40,7 +40,7 @@ from .auto_dim import (
 __all__ = [
     "auto_out_dim", "auto_choice", "resolve_auto", "AutoChoice", "jl_min_dim", "quality",
     "QualityReport", "calibrate", "DEFAULT_EPS", "DEFAULT_N_VECTORS", "DEFAULT_DELTA",
-    "AUTO_MAX_OUT_DIM",
+    "AUTO_MAX_OUT_DIM", "gram64",
 ]
 
 
@@ -175,7 +175,7 @@ def _fmt(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
-def _gram64(a: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
+def gram64(a: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
     """``a @ other.T`` accumulated in float64, a block of columns at a time (the float64
     temporaries stay bounded whatever N is)."""
     other = a if other is None else other
@@ -235,7 +235,7 @@ def quality(x, *, algo="affd", out_dims=None, target: float = DEFAULT_EPS, seed:
     algos = [algo] if isinstance(algo, str) else list(algo)
     if not algos:
         raise InvalidOptionError("quality() needs at least one algorithm, e.g. algo='affd'.")
-    gram = _gram64(a)
+    gram = gram64(a)
     report = QualityReport(in_dim=dim, n_vectors=n, seed=seed, target=target)
     try:
         from sklearn.random_projection import johnson_lindenstrauss_min_dim
@@ -279,7 +279,7 @@ def calibrate(x, algo: str, out_dims, *, seeds: int = 4, backend=None, **options
     from .testing.conformance import to_numpy
 
     a = _host_rows(x, None)
-    gram = _gram64(a)
+    gram = gram64(a)
     out = {}
     for d in out_dims:
         norm, pair = [], []

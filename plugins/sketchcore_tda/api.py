@@ -24,7 +24,7 @@ one store per model of an ensemble, and average::
 """
 
 from .build import BuildSummary, build_store, sketcher_identity
-from .evaluate import Evaluation, evaluate, exact_gradients, layer_groups
+from .evaluate import Evaluation, evaluate, evaluate_gradients, exact_gradients, layer_groups
 from .lds import LDSResult, lds, linear_datamodeling_score
 from .outputs import MARGIN, OutputFunction
 from .query import (
@@ -67,6 +67,7 @@ __all__ = [
     "sketch_data",
     "sketch_spec",
     "evaluate",
+    "evaluate_gradients",
     "Evaluation",
     "exact_gradients",
     "layer_groups",

@@ -90,6 +90,10 @@ def add_cli(subparsers) -> None:
     e.add_argument("--n-train", type=int, default=64)
     e.add_argument("--n-test", type=int, default=64)
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seeds", type=int, default=1,
+                   help="sketch seeds to average over: seed, seed+1, ... (default 1)")
+    e.add_argument("--no-reference", action="store_true",
+                   help="skip the simulated ideal Gaussian sketch beside the algorithms")
     e.add_argument("--layers", default="module", choices=["module", "tensor", "none"])
     e.add_argument("--out", default="tda-eval", help="folder for table.txt, results.json, plot")
     e.set_defaults(func=_evaluate)
@@ -281,6 +285,8 @@ def _evaluate(args) -> int:
     test = as_source(task.test).subset(0, args.n_test).arrays
     res = evaluate(gs, train, test, algos=[a for a in args.algos.split(",") if a],
                    log2_dims=[int(k) for k in args.log2_dims.split(",") if k], seed=args.seed,
+                   seeds=range(args.seed, args.seed + max(1, args.seeds)),
+                   reference=not args.no_reference,
                    layers=None if args.layers == "none" else args.layers)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -139,10 +139,12 @@ def test_cli_evaluate_writes_table_json_and_plot(tmp_path, capsys):
     assert main(["tda", "evaluate", "--task", "sketchcore_tda.example_tasks:digits",
                  "--task-arg", "epochs=1", "--task-arg", "n_train=64", "--task-arg", "n_test=16",
                  "--algos", "qk,affd", "--log2-dims", "6,10", "--n-train", "16", "--n-test", "16",
-                 "--out", str(out)]) == 0
+                 "--seeds", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "16 train x 16 test = 256 pairs" in printed and "best layer-selection" in printed
+    assert "mean over seeds 0, 1" in printed and "gauss*" in printed  # the ideal Gaussian beside
     res = json.loads((out / "results.json").read_text())
+    assert len(res["sketch"]["affd"]["10"]["pearson_per_seed"]) == 2 and res["ideal_gaussian"]
     assert set(res["sketch"]) == {"qk", "affd"} and res["num_params"] == 3818
     # D=1024 on N=3818: both sketches track the exact products closely
     assert res["sketch"]["affd"]["10"]["pearson"] > 0.9 and res["sketch"]["qk"]["10"]["pearson"] > 0.9
