@@ -19,23 +19,14 @@ import warnings
 
 import numpy as np
 
+# the shared example data and losses (scikit-learn's digits: ``digits_data(n, flat=, seed=)``)
+from sketchcore_examples.digits import load_digits as digits_data  # noqa: F401
+from sketchcore_examples.gpt2 import causal_lm_loss  # noqa: F401
+from sketchcore_examples.training import cross_entropy  # noqa: F401
+
 # --------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------
-
-
-def digits_data(n: int | None = None, *, flat: bool = False, seed: int = 0):
-    """scikit-learn's bundled digits as numpy ``(X, y)``: X float32 in [0, 1], shape
-    ``(n, 1, 8, 8)`` (or ``(n, 64)`` with ``flat=True``), y int64. Rows shuffled with ``seed``."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    order = np.random.default_rng(seed).permutation(len(d.target))
-    if n is not None:
-        order = order[:n]
-    x = (d.images[order] / 16.0).astype(np.float32)
-    x = x.reshape(len(order), 64) if flat else x[:, None]
-    return x, d.target[order].astype(np.int64)
 
 
 def token_batch(n: int, seq_len: int = 16, vocab_size: int = 256, *, seed: int = 0,
@@ -82,15 +73,6 @@ def tiny_gpt2(n_layer: int = 2, n_embd: int = 64, n_head: int = 4, vocab_size: i
     return model
 
 
-def causal_lm_loss(output, batch):
-    """Mean next-token cross-entropy of a causal LM output (``.logits``) on ``batch["labels"]``."""
-    import torch.nn.functional as F
-
-    logits = output.logits[:, :-1]
-    labels = batch["labels"][:, 1:]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1))
-
-
 def digits_cnn(channels: int = 4, *, seed: int = 0):
     """A small CNN for 8x8 digits: conv(1->channels, 3x3) -> tanh -> linear(channels*36 -> 10).
     With the default 4 channels it has 1,490 parameters (small enough for a dense Hessian)."""
@@ -103,13 +85,6 @@ def digits_cnn(channels: int = 4, *, seed: int = 0):
         torch.nn.Flatten(),
         torch.nn.Linear(channels * 36, 10),
     )
-
-
-def cross_entropy(output, batch):
-    """Mean cross-entropy of logits ``output`` against labels ``batch[1]`` (torch)."""
-    import torch.nn.functional as F
-
-    return F.cross_entropy(output.float(), batch[1])
 
 
 def wide_mlp(width: int = 512, depth: int = 40, *, seed: int = 0):

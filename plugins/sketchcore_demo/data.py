@@ -46,10 +46,10 @@ def load_dataset(path: str | None, *, test_fraction: float = 0.2, seed: int = 0)
     """``path=None``: sklearn's digits (1797 8x8 images, 10 classes). Otherwise an ``.npz`` file
     with arrays ``x`` (images or feature vectors) and ``y`` (integer labels), split seeded."""
     if path is None:
-        from sklearn.datasets import load_digits
+        from sketchcore_examples.digits import load_digits
 
-        d = load_digits()
-        x, y, name = d.images, d.target, "digits (scikit-learn, bundled)"
+        x, y = load_digits(seed=None)  # the bundled order: the split below shuffles
+        name = "digits (scikit-learn, bundled)"
     else:
         p = Path(path)
         if not p.is_file():

@@ -1,8 +1,11 @@
-"""The demo's model: a small CNN for grayscale images, and its training loop."""
+"""The demo's model: a small CNN for grayscale images, and its training (the Adam loop and
+the cross-entropy of ``sketchcore_examples.training``)."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from sketchcore_examples.training import cross_entropy, train_adam
 
 __all__ = ["make_cnn", "train", "accuracy", "cross_entropy"]
 
@@ -27,13 +30,6 @@ def make_cnn(image_shape, num_classes: int, *, seed: int, width: int = 8):
     )
 
 
-def cross_entropy(output, batch):
-    """Mean cross-entropy of a (images, labels) batch: the loss every analysis uses."""
-    import torch.nn.functional as F
-
-    return F.cross_entropy(output, batch[1])
-
-
 def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
     import torch
 
@@ -44,23 +40,26 @@ def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
 
 def train(model, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, lr: float = 3e-3,
           batch_size: int = 64, progress: bool = True) -> list[float]:
-    """Adam on the mean cross-entropy; returns the loss per epoch."""
+    """Adam on the mean cross-entropy, in seeded shuffled batches; returns the loss per epoch
+    (the mean over the epoch's examples)."""
     import torch
-    from tqdm.auto import tqdm
 
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    losses = []
-    for _ in tqdm(range(epochs), desc="train", unit="epoch", disable=not progress):
+    sizes = [min(batch_size, len(xt) - i) for i in range(0, len(xt), batch_size)]
+
+    def batches():
         order = torch.randperm(len(xt), generator=gen)
-        total = 0.0
         for i in range(0, len(xt), batch_size):
             idx = order[i : i + batch_size]
-            loss = cross_entropy(model(xt[idx]), (xt[idx], yt[idx]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
+            yield xt[idx], yt[idx]
+
+    steps = train_adam(model, lambda b: cross_entropy(model(b[0]), b), batches, lr=lr,
+                       epochs=epochs, progress=progress)
+    losses = []
+    for epoch in steps:
+        total = 0.0
+        for loss, size in zip(epoch, sizes):
+            total += loss * size
         losses.append(total / len(xt))
     return losses

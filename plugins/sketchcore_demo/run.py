@@ -81,6 +81,7 @@ def _run(cfg: DemoConfig, threads: int) -> Path:
     import torch
 
     from sketchcore.gradients import GradientSketcher
+    from sketchcore_examples.digits import flip_labels
 
     from .data import load_dataset
     from .model import accuracy, cross_entropy, make_cnn, train
@@ -95,11 +96,8 @@ def _run(cfg: DemoConfig, threads: int) -> Path:
     ds = load_dataset(cfg.data, seed=cfg.seed)
 
     # ---- a model with a few deliberately mislabeled training examples ------------------------
-    rng = np.random.default_rng(cfg.seed)
-    flipped = np.sort(rng.choice(len(ds.y_train), size=min(cfg.mislabeled, len(ds.y_train)),
-                                 replace=False))
-    y_train = ds.y_train.copy()
-    y_train[flipped] = (y_train[flipped] + rng.integers(1, ds.num_classes, len(flipped))) % ds.num_classes
+    y_train, flipped = flip_labels(ds.y_train, min(cfg.mislabeled, len(ds.y_train)),
+                                   ds.num_classes, cfg.seed)
     _log(f"data: {ds.name}: {len(ds.x_train)} train / {len(ds.x_test)} test, "
          f"{ds.num_classes} classes, {len(flipped)} training labels flipped")
     model = make_cnn(ds.image_shape, ds.num_classes, seed=cfg.seed, width=cfg.width)

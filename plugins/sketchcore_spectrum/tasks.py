@@ -4,7 +4,8 @@
   enough for the exact Hessian and ``eigh``).
 - ``gpt2_text``: a GPT-2-config transformer (transformers, random init, 6 layers, width 128,
   ASCII tokens; about 1.2M parameters) on a character corpus made of the source text of a fixed
-  list of standard-library modules (ships with Python; nothing is downloaded).
+  list of standard-library modules (ships with Python; nothing is downloaded). ``stdlib_text``
+  is ``sketchcore_examples.corpora.stdlib_source_text``, re-exported.
 
 A ``SpectrumTask`` holds the model, the loss, the batches whose mean loss defines the Hessian,
 and a seeded training loop (``train(steps, callback)``) used by the evolution study. A user's own
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from sketchcore_examples.corpora import stdlib_source_text as stdlib_text
 
 __all__ = ["SpectrumTask", "digits_mlp", "gpt2_text", "stdlib_text", "load_task", "BUILTIN"]
 
@@ -77,21 +80,14 @@ def digits_mlp(hidden: int = 32, train_steps: int = 200, hessian_examples: int =
 
     The Hessian batches are 2 batches of ``hessian_examples / 2`` held-in training examples.
     """
-    import numpy as np
     import torch
-    from sklearn.datasets import load_digits
+
+    from sketchcore_examples.digits import digits_mlp as mlp, load_digits
+    from sketchcore_examples.training import cross_entropy
 
     torch.manual_seed(seed)
-    d = load_digits()
-    order = np.random.default_rng(seed).permutation(len(d.target))
-    x = torch.tensor(d.data[order] / 16.0, dtype=torch.float32)
-    y = torch.tensor(d.target[order], dtype=torch.int64)
-    model = torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.Tanh(),
-                                torch.nn.Linear(hidden, 10))
-
-    def loss_fn(out, batch):
-        return torch.nn.functional.cross_entropy(out, batch[1])
-
+    x, y = (torch.from_numpy(a) for a in load_digits(flat=True, seed=seed))
+    model = mlp(hidden, "tanh", flatten=False)
     n = len(y)
 
     def train_batch(step):
@@ -101,48 +97,27 @@ def digits_mlp(hidden: int = 32, train_steps: int = 200, hessian_examples: int =
 
     half = hessian_examples // 2
     hessian_batches = [(x[:half], y[:half]), (x[half:2 * half], y[half:2 * half])]
-    task = SpectrumTask("digits-mlp", model, loss_fn, hessian_batches, train_batch, lr=lr,
+    task = SpectrumTask("digits-mlp", model, cross_entropy, hessian_batches, train_batch, lr=lr,
                         info={"num_classes": 10})
     if train_steps:
         task.train(train_steps, progress=False)
     return task
 
 
-_STDLIB_MODULES = ("argparse", "textwrap", "difflib", "calendar", "string", "json.decoder",
-                   "json.encoder", "fractions", "statistics", "shlex", "heapq", "bisect",
-                   "functools", "dataclasses", "pathlib", "fnmatch", "glob", "csv")
-
-
-def stdlib_text(max_chars: int = 400_000) -> str:
-    """ASCII source text of a fixed list of pure-Python standard-library modules."""
-    import importlib
-    import inspect
-
-    parts = []
-    for name in _STDLIB_MODULES:
-        try:
-            parts.append(inspect.getsource(importlib.import_module(name)))
-        except (ImportError, OSError, TypeError):
-            continue
-    text = "\n".join(parts).encode("ascii", "replace").decode("ascii")
-    if len(text) < 10_000:
-        raise RuntimeError("could not read standard-library sources to build the text corpus; "
-                           "this Python install ships without .py sources.")
-    return text[:max_chars]
-
-
 def gpt2_text(n_layer: int = 6, n_embd: int = 128, n_head: int = 4, seq_len: int = 64,
               batch_size: int = 16, hessian_batches: int = 2, train_steps: int = 100,
               seed: int = 0, lr: float = 1e-3) -> SpectrumTask:
-    """A GPT-2-config causal LM on ASCII characters of standard-library source text.
+    """A GPT-2-config causal LM on ASCII characters of standard-library source text
+    (``stdlib_text``).
 
     Defaults give ~1.2M parameters. The last 10% of the corpus is held out; the Hessian batches
     are ``hessian_batches`` fixed batches of ``batch_size`` training windows.
     """
     import numpy as np
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
+
+    from sketchcore_examples.gpt2 import gpt2_lm
 
     hf_logging.set_verbosity_error()
     torch.manual_seed(seed)
@@ -150,10 +125,8 @@ def gpt2_text(n_layer: int = 6, n_embd: int = 128, n_head: int = 4, seq_len: int
     ids = torch.tensor(raw.astype(np.int64))
     split = int(0.9 * len(ids))
     train_ids = ids[:split]
-    config = GPT2Config(vocab_size=128, n_positions=seq_len, n_embd=n_embd, n_layer=n_layer,
-                        n_head=n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                        bos_token_id=0, eos_token_id=0, attn_implementation="eager")
-    model = GPT2LMHeadModel(config).eval()
+    model = gpt2_lm(vocab_size=128, seq_len=seq_len, n_layer=n_layer, n_embd=n_embd,
+                    n_head=n_head, attn_implementation="eager").eval()
 
     def windows(starts):
         x = torch.stack([train_ids[s:s + seq_len] for s in starts.tolist()])

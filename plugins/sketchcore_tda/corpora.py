@@ -1,84 +1,11 @@
-"""Small text corpora built from text that ships with Python: standard-library docstrings.
-
-``docstring_sentences()`` splits the docstrings of standard-library modules (and their public
-functions and classes) into sentences, each labelled with the topic of its module group (files,
-data formats, numbers, text, concurrency, networking). Deterministic for a given Python version;
-nothing is downloaded.
-"""
+"""Deprecated alias of ``sketchcore_examples.corpora`` (moved: the example corpora are shared by
+every analysis, the demo, the tests and the benchmarks)."""
 
 from __future__ import annotations
 
-import re
+from sketchcore._deprecated import warn_renamed
+from sketchcore_examples.corpora import TOPICS, byte_sequences, docstring_sentences
 
 __all__ = ["TOPICS", "docstring_sentences", "byte_sequences"]
 
-TOPICS = {
-    "files": ("os", "os.path", "pathlib", "shutil", "glob", "tempfile", "filecmp", "fnmatch",
-              "io", "stat"),
-    "formats": ("json", "csv", "pickle", "zipfile", "tarfile", "gzip", "base64", "struct",
-                "configparser", "plistlib", "xml.etree.ElementTree"),
-    "numbers": ("math", "cmath", "statistics", "random", "decimal", "fractions", "numbers",
-                "operator", "heapq", "bisect"),
-    "text": ("string", "re", "textwrap", "difflib", "unicodedata", "codecs", "locale", "gettext",
-             "html", "shlex"),
-    "concurrency": ("threading", "multiprocessing", "queue", "asyncio", "concurrent.futures",
-                    "subprocess", "sched", "signal", "selectors", "contextvars"),
-    "network": ("socket", "ssl", "http.client", "urllib.request", "urllib.parse", "smtplib",
-                "email", "ftplib", "ipaddress", "mimetypes"),
-}
-
-_SPLIT = re.compile(r"(?<=[.!?])\s+")
-
-
-def _docstrings(module_name: str):
-    import importlib
-    import inspect
-
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return
-    doc = inspect.getdoc(module)
-    if doc:
-        yield doc
-    for name in sorted(getattr(module, "__all__", None) or dir(module)):
-        if name.startswith("_"):
-            continue
-        obj = getattr(module, name, None)
-        if (inspect.isfunction(obj) or inspect.isclass(obj) or inspect.isbuiltin(obj)) and \
-                (getattr(obj, "__module__", None) or "").split(".")[0].lstrip("_") == module_name.split(".")[0].lstrip("_"):
-            doc = inspect.getdoc(obj)
-            if doc:
-                yield doc
-
-
-def docstring_sentences(min_chars: int = 30, max_chars: int = 200):
-    """``(sentences, labels, topic_names)``: unique sentences from docstrings, each labelled with
-    the index of its module's topic in ``topic_names``."""
-    seen = set()
-    sentences, labels = [], []
-    names = sorted(TOPICS)
-    for label, topic in enumerate(names):
-        for module_name in TOPICS[topic]:
-            for doc in _docstrings(module_name):
-                text = " ".join(doc.split())
-                for sent in _SPLIT.split(text):
-                    sent = sent.strip()
-                    if not (min_chars <= len(sent) <= max_chars) or sent in seen:
-                        continue
-                    if sum(ch.isalpha() for ch in sent) < 0.6 * len(sent):
-                        continue  # signatures, tables, code
-                    seen.add(sent)
-                    sentences.append(sent)
-                    labels.append(label)
-    return sentences, labels, names
-
-
-def byte_sequences(texts, seq_len: int):
-    """Concatenate texts (newline-separated) as UTF-8 bytes and cut them into sequences of
-    ``seq_len`` byte tokens: numpy int64 (num_sequences, seq_len)."""
-    import numpy as np
-
-    data = np.frombuffer("\n".join(texts).encode("utf-8"), dtype=np.uint8).astype(np.int64)
-    n = len(data) // seq_len
-    return data[: n * seq_len].reshape(n, seq_len)
+warn_renamed(__name__, "sketchcore_examples.corpora")

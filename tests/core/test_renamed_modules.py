@@ -29,6 +29,9 @@ RENAMED = {
         n: "sketchcore_tda.example_tasks"
         for n in ("digits", "tiny_gpt2", "minilm", "DigitsCNN", "DigitsMLP", "flip_labels")
     },
+    "sketchcore_tda.corpora": {
+        n: "sketchcore_examples.corpora" for n in ("TOPICS", "docstring_sentences", "byte_sequences")
+    },
 }
 
 
