@@ -124,6 +124,20 @@ def afjl_structure(g_tr, g_te, names, shapes, seeds, folder: Path) -> dict:
         off += size
     lines.append("largest shares of the gradients' energy (sum over the examples of g^2):")
     lines += [f"  {f:6.3f}  {nm} {sh}" for f, nm, sh in sorted(per_tensor, reverse=True)[:6]]
+    by_width: dict = {}
+    off = 0
+    for name, shape in zip(names, shapes):
+        size = int(np.prod(shape))
+        if len(shape) == 2:  # a weight matrix, row-major: column c sits at c modulo the row length
+            cols = energy[off:off + size].reshape(shape).sum(0)
+            by_width[shape[1]] = by_width.get(shape[1], 0) + cols
+        off += size
+    lines.append("energy by input column of the weight matrices, grouped by row length "
+                 "(top columns: share of all the energy):")
+    for width, cols in sorted(by_width.items()):
+        top = np.argsort(cols)[::-1][:3]
+        lines.append(f"  rows of {width:>5}: " + ", ".join(
+            f"column {int(c)} (= {int(c) % 128} mod 128): {cols[c] / total:.3f}" for c in top))
     padded = np.zeros(n_pad)
     padded[:n] = energy
     rng = np.random.default_rng(0)
@@ -162,7 +176,7 @@ def afjl_structure(g_tr, g_te, names, shapes, seeds, folder: Path) -> dict:
                  "seeded permutation of the N positions), Pearson r per seed:")
     found["permuted"] = {}
     for algo in ("afjl", "affd"):
-        for k in (7, 8, 9, 10):
+        for k in (7, 9):
             row = {}
             for label, order in (("as is", None), ("permuted", perm)):
                 vals = []
