@@ -252,8 +252,10 @@ class Evaluation:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        dims = self._dims()
         if self.ideal_r:
-            ks = sorted(self.ideal_r)
+            lo, hi = (dims[0] - 0.25, dims[-1] + 0.25) if dims else (-np.inf, np.inf)
+            ks = [k for k in sorted(self.ideal_r) if lo <= k <= hi]
             m = np.array([self.ideal_r[k][0] for k in ks])
             sd = np.array([self.ideal_r[k][1] for k in ks])
             ax.fill_between(ks, m - 2 * sd, np.minimum(m + 2 * sd, 1.0), color="0.8",
@@ -267,7 +269,6 @@ class Evaluation:
             name, (p, _s, _n) = max(self.layer_r.items(),
                                     key=lambda kv: np.nan_to_num(kv[1][0], nan=-2))
             ax.axhline(p, color="gray", ls=":", label=f"best layer: {name} ({p:.2f})")
-        dims = self._dims()
         if dims:
             ax.set_xlim(dims[0] - 0.25, dims[-1] + 0.25)
         ax.set_xlabel("log2 D")
