@@ -180,7 +180,7 @@ def _scores(args) -> int:
     from .query import check_sketcher, sketch_data, sketch_spec
     from .scores import Checkpoint, self_influence, top_k
     from .store import SketchStore
-    from .task_spec import load_task, make_sketcher, parse_task_args
+    from .task_spec import load_task, make_sketcher
     from .trak import trak_sketcher
 
     stores = [SketchStore.open(p, mode="r") for p in args.store]
@@ -272,9 +272,6 @@ def _write_rows(rows, json_path, csv_path) -> None:
 
 
 def _evaluate(args) -> int:
-    import json
-    from pathlib import Path
-
     from .evaluate import evaluate
     from .sources import as_source
     from .task_spec import load_task, make_sketcher, parse_task_args
@@ -288,21 +285,27 @@ def _evaluate(args) -> int:
                    seeds=range(args.seed, args.seed + max(1, args.seeds)),
                    reference=not args.no_reference,
                    layers=None if args.layers == "none" else args.layers)
-    out = Path(args.out)
+    return _write_report(res, args.out, "r_vs_log2D.png",
+                         f"{args.task}: sketched vs exact inner products")
+
+
+def _write_report(res, folder, plot_name: str, title: str) -> int:
+    """Print ``res``'s table; write it, its JSON and its plot into ``folder``."""
+    import json
+    from pathlib import Path
+
+    out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     table = res.format_table()
     print(table)
     (out / "table.txt").write_text(table + "\n")
     (out / "results.json").write_text(json.dumps(res.to_dict(), indent=1))
-    res.plot(out / "r_vs_log2D.png", title=f"{args.task}: sketched vs exact inner products")
-    print(f"\nwrote {out / 'table.txt'}, {out / 'results.json'}, {out / 'r_vs_log2D.png'}")
+    res.plot(out / plot_name, title=title)
+    print(f"\nwrote {out / 'table.txt'}, {out / 'results.json'}, {out / plot_name}")
     return 0
 
 
 def _lds(args) -> int:
-    import json
-    from pathlib import Path
-
     from .lds import lds
     from .task_spec import parse_task_args
 
@@ -316,15 +319,7 @@ def _lds(args) -> int:
               damping=args.damping, relative_damping=args.relative_damping,
               soft_threshold=args.soft_threshold, batch_size=args.batch_size,
               progress=not args.no_progress)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table = res.format_table()
-    print(table)
-    (out / "table.txt").write_text(table + "\n")
-    (out / "results.json").write_text(json.dumps(res.to_dict(), indent=1))
-    res.plot(out / "lds_vs_log2D.png", title=f"{args.task}: LDS vs sketch dimension")
-    print(f"\nwrote {out / 'table.txt'}, {out / 'results.json'}, {out / 'lds_vs_log2D.png'}")
-    return 0
+    return _write_report(res, args.out, "lds_vs_log2D.png", f"{args.task}: LDS vs sketch dimension")
 
 
 def _info(args) -> int:
