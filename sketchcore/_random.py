@@ -5,7 +5,11 @@ counter-based Philox generator, keyed by a BLAKE2b hash of ``(seed, name, index)
 to whatever array library applies the sketch. That makes a sketch bit-identical on every backend
 and device (TRAK's CUDA projector, by contrast, differs between GPUs), independent of batch size
 and chunking, and free of any global random state. Keys are derived by hashing, never by seed
-arithmetic, so components and blocks can never collide.
+arithmetic, so components and blocks can never collide. Nothing here goes through BLAS or
+LAPACK, whose last bits vary with the CPU: the Haar factors' QR is ``portable_qr``'s, made of
+IEEE-exact operations in a fixed order, so the numbers are the same on every machine too (with the
+same numpy; one exception: numpy's Gaussian tail values, about 1 in 4000, go through the C
+library's ``log1p``, whose last bit can differ between C libraries and CPUs).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import operator
 import numpy as np
 
 from ._errors import InvalidOptionError, describe_value
+from .portable_qr import householder_qr_positive
 
 __all__ = ["MAX_SEED", "check_seed", "rng", "signs", "gaussians", "permutation", "haar_rows"]
 
@@ -68,12 +73,13 @@ def haar_rows(seed: int, name: str, rows: int, cols: int) -> np.ndarray:
     """The first ``rows`` rows of a Haar-random ``cols x cols`` orthogonal matrix (float64).
 
     QR of a ``cols x rows`` Gaussian matrix with the signs of R's diagonal moved into Q, which
-    makes Q exactly Haar-distributed (Mezzadri 2007); its transpose has orthonormal rows.
+    makes Q exactly Haar-distributed (Mezzadri 2007); its transpose has orthonormal rows. The QR
+    is ``portable_qr``'s, not LAPACK's: built from IEEE-exact elementwise operations in a fixed
+    order, it gives the same bits on every machine (LAPACK's differs in the last bits between
+    CPUs and builds), and equals LAPACK's to rounding.
     """
     if rows > cols:
         raise InvalidOptionError(f"a Haar factor needs rows <= cols, got {rows} x {cols}.")
     g = gaussians(seed, name, (cols, rows))
-    q, r = np.linalg.qr(g)
-    d = np.sign(np.diagonal(r))
-    d[d == 0] = 1.0
-    return (q * d).T.copy()
+    q, _ = householder_qr_positive(g)
+    return np.ascontiguousarray(q.T)

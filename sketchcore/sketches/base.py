@@ -181,11 +181,15 @@ class SketchAlgorithm:
         sha256 over the map's actual numbers: every primary host parameter (name, dtype, shape,
         raw bytes; derived arrays such as transposes are left out), or for a sketch that keeps
         none (``dense``) a fixed sample of the numbers it generates. The arguments alone do not
-        pin the numbers: the Haar factors (``qk``, ``preconditioner="q"``) come from LAPACK's QR
-        and numpy does not promise stable random streams across versions. The digest is of the
-        raw float64 bytes, deliberately strict: a numpy or LAPACK build that changes even the
-        last bit of one parameter makes a different map, and a store written with the old one
-        is refused rather than silently mixed.
+        pin the numbers: numpy does not promise stable random streams across versions. The
+        digest is of the raw float64 bytes, deliberately strict: a numpy release (or a change of
+        this library) that changes even the last bit of one parameter makes a different map, and
+        a store written with the old one is refused rather than silently mixed. The parameters
+        are built without BLAS or LAPACK (the Haar factors of ``qk`` and ``preconditioner="q"``
+        come from ``sketchcore.portable_qr``, not LAPACK's QR, whose last bits vary with the
+        CPU), so the same arguments give the same digest on every machine with the same numpy;
+        numpy's Gaussian tail values (about 1 in 4000) go through the C library's ``log1p``,
+        which can still differ in the last bit between C libraries and CPUs.
         """
         return {
             "algo": self.name,

@@ -8,6 +8,8 @@ accuracy reference the structured sketches are measured against. It costs O(N D)
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import _random as rnd
@@ -56,7 +58,9 @@ class Dense(SketchAlgorithm):
     def _build(self) -> None:
         self.rows = max(1, _BLOCK_ELEMENTS // self.out_dim)  # input coordinates per block
         self.blocks = -(-self.in_dim // self.rows)
-        self.s = 1.0 / float(self.out_dim) ** 0.5
+        # math.sqrt is correctly rounded everywhere; float ** 0.5 calls the C library's pow(),
+        # which is not, and differs between C libraries and CPUs (glibc's FMA and SSE2 variants)
+        self.s = 1.0 / math.sqrt(self.out_dim)
 
     def block(self, b: int) -> np.ndarray:
         """Rows ``b*rows ...`` of ``G^T / sqrt(D)`` as float32, shape ``(rows_b, D)``."""

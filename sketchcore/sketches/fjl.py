@@ -33,10 +33,11 @@ class FJL(SketchAlgorithm):
     def _build(self) -> None:
         self.n_pad = next_pow2(self.in_dim)
         k = self.options["nnz_per_row"]
-        k = max(1, math.ceil(math.log2(self.n_pad))) if k is None else k
+        # log2(n_pad) of the power of two, exactly (no floating-point log)
+        k = max(1, self.n_pad.bit_length() - 1) if k is None else k
         self.k = check_int_option("fjl", "nnz_per_row", k)
         self.options["nnz_per_row"] = self.k
-        default = max(1, math.ceil(math.log2(self.n_pad)))
+        default = max(1, self.n_pad.bit_length() - 1)
         self.check_fits(  # signs, and an index and a value per non-zero
             n_pad=self.n_pad, param_bytes=8 * self.n_pad + 16 * self.out_dim * self.k,
             cause=f"nnz_per_row={self.k} with out_dim={self.out_dim} (out_dim x nnz_per_row "

@@ -37,11 +37,12 @@ def test_digest_is_lazy_and_ignores_arrays_built_later(algo, options):
 
 
 def test_a_different_qr_makes_a_different_map(monkeypatch):
-    """The Haar factors come from LAPACK's QR; a build whose QR differs in the last bit of one
-    number is a different map, and the digest says so (the arguments alone do not)."""
+    """The Haar factors' numbers come from the QR (``portable_qr``); a QR that differs in the
+    last bit of one number is a different map, and the digest says so (the arguments alone do
+    not)."""
     cases = [("qk", {}), ("affd", {"preconditioner": "q"})]
     before = [(algo, options, _digest(algo, options)) for algo, options in cases]
-    qr = np.linalg.qr
+    qr = _random.householder_qr_positive
 
     def off_by_one_ulp(a):
         q, r = qr(a)
@@ -49,7 +50,7 @@ def test_a_different_qr_makes_a_different_map(monkeypatch):
         q[0, 0] = np.nextafter(q[0, 0], np.inf)
         return q, r
 
-    monkeypatch.setattr(_random.np.linalg, "qr", off_by_one_ulp)
+    monkeypatch.setattr(_random, "householder_qr_positive", off_by_one_ulp)
     for algo, options, digest in before:
         op = sk.Sketch(algo=algo, in_dim=100, out_dim=16, seed=0, **options)
         assert op.describe()["params_sha256"] != digest
